@@ -1,0 +1,207 @@
+# frozen_string_literal: true
+
+require 'json'
+
+module ApprovalSync
+  # Orders code-owner rule syncs and approval resets of one merge request.
+  #
+  # Flag on (`deterministic_approval_rules_sync` for this merge request): a
+  # reset never runs while a code-owner sync of the merge request is in
+  # progress. A reset scheduled during a sync is kept in Redis and enqueued
+  # with `perform_async` when the last sync finishes, once per push, in push
+  # order. A reset that a sync overlapped runs again after it.
+  #
+  # Flag off: GitLab EE's behaviour before the flag, call for call.
+  class ApprovalRulesSyncCoordinator
+    # Legacy flag TTL for a create-flow sync, in seconds.
+    CREATE_TTL = 300
+    # Legacy flag TTL set when a push schedules a reset, in seconds.
+    PUSH_TTL = 15
+    # Legacy delay of the reset worker, in seconds.
+    RESET_DELAY = 10
+
+    # @return [Integer] the merge request id
+    attr_reader :merge_request_id
+
+    # @param merge_request [#id, Integer] a merge request, or its positive id
+    # @raise [TypeError, ArgumentError] for anything else
+    def initialize(merge_request)
+      @merge_request = merge_request
+      @merge_request_id = Validate.merge_request_id(merge_request)
+      @state = ApprovalState.new(merge_request)
+    end
+
+    # Runs a code-owner sync of one push between start and finish. The finish
+    # runs also when the block raises; the block's error is then re-raised.
+    # Flag off: only runs the block.
+    # @param oldrev [String] the push's old SHA
+    # @param newrev [String] the push's new SHA
+    # @yield the sync itself
+    # @return [Object] the block's value
+    def sync_code_owners!(oldrev:, newrev:)
+      raise ArgumentError, 'sync_code_owners! needs a block' unless block_given?
+
+      member = "code_owner:#{Validate.rev(oldrev, 'oldrev')}:#{Validate.rev(newrev, 'newrev')}"
+      return yield unless deterministic?
+
+      @state.start_approval_rules_sync!(member)
+      begin
+        result = yield
+      rescue Exception # rubocop:disable Lint/RescueException -- a kill or Timeout must finish the sync too
+        finish_quietly(member)
+        raise
+      end
+      @state.finish_approval_rules_sync!(member)
+      result
+    end
+
+    # Starts a code-owner sync in one process (the create flow's web request)
+    # that another finishes (the sync worker). Flag off: sets the legacy flag
+    # for {CREATE_TTL} seconds.
+    # @param oldrev [String, nil]
+    # @param newrev [String, nil] both or neither; neither means `code_owner:create`
+    # @return [void]
+    def start_code_owner_sync!(oldrev: nil, newrev: nil)
+      member = code_owner_member(oldrev, newrev)
+      return @state.temporarily_unapprove!(CREATE_TTL) unless deterministic?
+
+      @state.start_approval_rules_sync!(member)
+      nil
+    end
+
+    # Finishes what {#start_code_owner_sync!} started; enqueues the kept
+    # resets when it was the last sync. Flag off: deletes the legacy flag.
+    # @param oldrev [String, nil]
+    # @param newrev [String, nil]
+    # @return [void]
+    # @raise [EnqueueError] when the worker could not be reached (the resets are kept)
+    def finish_code_owner_sync!(oldrev: nil, newrev: nil)
+      member = code_owner_member(oldrev, newrev)
+      return @state.expire_unapproved_key! unless deterministic?
+
+      @state.finish_approval_rules_sync!(member)
+      nil
+    end
+
+    # Schedules the approval reset of one push. Flag on: enqueued now with
+    # `perform_async` when no code-owner sync runs, else kept until the last
+    # one finishes. Flag off: the legacy flag for {PUSH_TTL} seconds, then
+    # `perform_in(RESET_DELAY, project_id, user_id, ref, newrev[, oldrev])`.
+    # @param project_id [Integer]
+    # @param user_id [Integer]
+    # @param ref [String]
+    # @param newrev [String]
+    # @param oldrev [String, nil]
+    # @return [Symbol] :enqueued, :kept, or :delayed (flag off)
+    # @raise [EnqueueError] when the worker could not be reached (the reset is kept)
+    def schedule_reset_approvals!(project_id:, user_id:, ref:, newrev:, oldrev: nil)
+      args = reset_args(project_id, user_id, ref, newrev, oldrev)
+      unless deterministic?
+        @state.temporarily_unapprove!(PUSH_TTL)
+        ApprovalSync.config.worker.perform_in(RESET_DELAY, *args)
+        return :delayed
+      end
+
+      code, _, due_at, jobs, expired = tracker.schedule(merge_request_id, oldrev, newrev, JSON.generate(args))
+      Jobs.expired(merge_request_id, expired)
+      return keep(args, due_at) if code == 'kept'
+
+      Jobs.enqueue(merge_request_id, jobs)
+      :enqueued
+    end
+
+    # Runs one push's reset for this merge request, from the reset worker,
+    # with the same arguments it was scheduled with. Flag on: runs the block
+    # only while no code-owner sync is in progress; if one is, or one starts
+    # before the block ends, the reset is kept and runs again after the sync.
+    # The reset's marker is always finished, also when the block raises.
+    # Flag off: runs the block.
+    # @param (see #schedule_reset_approvals!)
+    # @yield the reset itself
+    # @return [Boolean] true when the block ran, false when the reset waits for a sync
+    def reset_approvals!(project_id:, user_id:, ref:, newrev:, oldrev: nil)
+      raise ArgumentError, 'reset_approvals! needs a block' unless block_given?
+
+      args = reset_args(project_id, user_id, ref, newrev, oldrev)
+      unless deterministic?
+        yield
+        return true
+      end
+
+      code, entry, _, _, expired = tracker.reset_begin(merge_request_id, oldrev, newrev, JSON.generate(args))
+      Jobs.expired(merge_request_id, expired)
+      return waiting(args) if code == 'wait'
+
+      run_reset(entry, args) { yield }
+    end
+
+    # Forgets the merge request's sync markers and kept resets, for a merged
+    # or closed merge request. A sync that finishes afterwards enqueues nothing.
+    # Works in both flag states; the legacy flag is left to expire.
+    # @return [Integer] kept resets dropped
+    def clear!
+      _, dropped, = tracker.clear(merge_request_id)
+      Events.emit(:resets_cleared, merge_request_id: merge_request_id, dropped: dropped)
+      dropped
+    end
+
+    # @return [Boolean] the flag for this merge request
+    def deterministic?
+      ApprovalSync.deterministic?(@merge_request)
+    end
+
+    private
+
+    def tracker
+      ApprovalSync.tracker
+    end
+
+    def code_owner_member(oldrev, newrev)
+      revs = Validate.rev_pair(oldrev, newrev)
+      revs ? "code_owner:#{revs.join(':')}" : 'code_owner:create'
+    end
+
+    def reset_args(project_id, user_id, ref, newrev, oldrev)
+      args = [Validate.positive_id(project_id, 'project_id'), Validate.positive_id(user_id, 'user_id'),
+              Validate.ref(ref), Validate.rev(newrev, 'newrev')]
+      args << Validate.rev(oldrev, 'oldrev') unless oldrev.nil?
+      args
+    end
+
+    def keep(args, due_at)
+      tracker.index_add(merge_request_id, due_at)
+      Events.emit(:reset_kept, merge_request_id: merge_request_id, args: args)
+      :kept
+    end
+
+    def waiting(args)
+      Events.emit(:reset_waiting, merge_request_id: merge_request_id, args: args)
+      false
+    end
+
+    def run_reset(entry, args)
+      completed = false
+      begin
+        yield
+        completed = true
+      ensure
+        settle_reset(entry, args, completed)
+      end
+      true
+    end
+
+    def settle_reset(entry, args, completed)
+      code, _, _, jobs, expired = tracker.reset_finish(merge_request_id, entry, completed)
+      Jobs.expired(merge_request_id, expired)
+      event = { 'done' => :reset_done, 'rerun' => :reset_rerun, 'dropped' => :reset_dropped }.fetch(code, :reset_gone)
+      Events.emit(event, merge_request_id: merge_request_id, args: args)
+      Jobs.enqueue(merge_request_id, jobs, event: :reset_rerun_enqueued)
+    end
+
+    def finish_quietly(member)
+      @state.finish_approval_rules_sync!(member)
+    rescue Error => e
+      Events.emit(:sync_finish_failed, merge_request_id: merge_request_id, member: member, error: e.class.name)
+    end
+  end
+end

@@ -1,0 +1,34 @@
+# frozen_string_literal: true
+
+module ApprovalSync
+  class << self
+    # Enqueues kept resets whose syncs died without finishing. Meant for a
+    # cron worker, every minute. One ZRANGEBYSCORE when there is nothing to do;
+    # otherwise one drain and one index update per merge request, at most
+    # `limit` merge requests per call.
+    # @param limit [Integer] merge requests looked at, 1 to 10000
+    # @param dry_run [Boolean] report what is due without enqueuing
+    # @return [Hash{Symbol => Object}] :due (ids looked at), :enqueued, :waiting
+    def sweep!(limit: 100, dry_run: false)
+      raise TypeError, 'limit must be an Integer' unless limit.is_a?(Integer)
+      raise ArgumentError, 'limit must be between 1 and 10000' unless limit.between?(1, 10_000)
+
+      due = tracker.index_due(limit)
+      result = { due: due.map(&:first), enqueued: 0, waiting: 0 }
+      return result if dry_run
+
+      due.each { |id, score| sweep_one(id, score, result) }
+      result
+    end
+
+    private
+
+    def sweep_one(id, score, result)
+      _, left, due_at, jobs, expired = tracker.drain(id)
+      Jobs.expired(id, expired)
+      result[:enqueued] += Jobs.enqueue(id, jobs, event: :reset_recovered, raise_on_failure: false)
+      result[:waiting] += left
+      tracker.index_settle(id, score, left.positive? ? due_at : nil)
+    end
+  end
+end

@@ -1,0 +1,402 @@
+//! The connection to Redis: one multiplexed connection per process, shared by
+//! every thread, rebuilt after a fork, a fault or an interrupted call.
+//!
+//! Calls block the calling thread on a small Tokio runtime owned by this
+//! module. Each call can be cancelled from another thread through [`Cancel`],
+//! which is how the Ruby binding honours `Timeout` and `Thread#kill`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+use crate::config::{Config, Tls, Topology};
+use crate::error::{Error, Result};
+
+/// Lets another thread abandon a call that is waiting on Redis.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    /// A fresh token, not cancelled.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Abandons the call using this token; safe from any thread, any time.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// True once [`Cancel::cancel`] ran.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// A live connection of either kind.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What belongs to one process: forked children must build their own.
+struct Live {
+    pid: u32,
+    runtime: Arc<Runtime>,
+    conn: Option<Conn>,
+}
+
+/// A handle to Redis for one configuration, shared by every thread.
+pub struct Client {
+    config: Config,
+    live: Mutex<Option<Live>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Checks the configuration; connects lazily on the first call.
+    pub fn new(config: Config) -> Result<Client> {
+        config.validate()?;
+        build_client(&config)?;
+        Ok(Client {
+            config,
+            live: Mutex::new(None),
+        })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs `op` on the shared connection, connecting first when needed.
+    ///
+    /// The whole call, connecting included, ends with a typed error after the
+    /// configured timeouts, or as soon as `cancel` fires. A connection that saw
+    /// a timeout, an I/O error or a cancellation is dropped, never reused with a
+    /// reply still in flight.
+    pub fn run<T, F, Fut>(&self, cancel: &Cancel, op: F) -> Result<T>
+    where
+        F: FnOnce(ConnHandle) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let runtime = self.runtime()?;
+        let read_timeout = self.config.read_timeout;
+        let outcome = runtime.block_on(async {
+            let work = async {
+                let conn = self.connection().await?;
+                let reply = tokio::time::timeout(read_timeout, op(ConnHandle(conn))).await;
+                match reply {
+                    Ok(reply) => reply.map_err(|e| Error::from_redis(e, read_timeout)),
+                    Err(_) => Err(Error::Timeout(read_timeout)),
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.notify.notified() => Err(Error::Interrupted),
+                result = work => result,
+            }
+        });
+        if let Err(err) = &outcome {
+            if err.poisons_connection() {
+                self.discard();
+            }
+        }
+        outcome
+    }
+
+    /// Drops the shared connection; the next call opens a new one.
+    pub fn discard(&self) {
+        if let Some(live) = self.live.lock().as_mut() {
+            live.conn = None;
+        }
+    }
+
+    /// The runtime of this process, made anew in a forked child.
+    fn runtime(&self) -> Result<Arc<Runtime>> {
+        let pid = std::process::id();
+        let mut guard = self.live.lock();
+        if let Some(live) = guard.as_ref() {
+            if live.pid == pid {
+                return Ok(live.runtime.clone());
+            }
+        }
+        // A forked child inherits the parent's sockets and a runtime whose
+        // threads did not survive the fork. Touching either could corrupt the
+        // parent's connection or hang, so both are leaked, never dropped.
+        if let Some(stale) = guard.take() {
+            std::mem::forget(stale);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("approval-sync-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Connection(format!("cannot start the I/O thread: {e}")))?;
+        let runtime = Arc::new(runtime);
+        *guard = Some(Live {
+            pid,
+            runtime: runtime.clone(),
+            conn: None,
+        });
+        Ok(runtime)
+    }
+
+    async fn connection(&self) -> Result<Conn> {
+        if let Some(conn) = self.live.lock().as_ref().and_then(|l| l.conn.clone()) {
+            return Ok(conn);
+        }
+        let connect_timeout = self.config.connect_timeout;
+        let conn = tokio::time::timeout(connect_timeout, connect(&self.config))
+            .await
+            .map_err(|_| Error::Timeout(connect_timeout))??;
+        if let Some(live) = self.live.lock().as_mut() {
+            if live.pid == std::process::id() && live.conn.is_none() {
+                live.conn = Some(conn.clone());
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// A connection lent to one operation.
+pub struct ConnHandle(Conn);
+
+impl ConnHandle {
+    /// Runs one command.
+    pub async fn query<T: redis::FromRedisValue>(mut self, cmd: Cmd) -> redis::RedisResult<T> {
+        cmd.query_async(&mut self.0).await
+    }
+
+    /// Runs a script invocation, loading the script if the server lost it.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        mut self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        invocation.invoke_async(&mut self.0).await
+    }
+}
+
+// Built once per connection attempt; its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Built {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+    Sentinel(redis::sentinel::SentinelClient),
+}
+
+fn config_err(e: impl std::fmt::Display) -> Error {
+    Error::Config(crate::config::redact_url(&e.to_string()))
+}
+
+fn certificates(tls: &Tls) -> Result<redis::TlsCertificates> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Config(
+                "TLS client certificate and key must be given together".into(),
+            ))
+        }
+    };
+    let root_cert = tls.ca_file.as_ref().map(read).transpose()?;
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+fn connection_info(config: &Config, url: &str) -> Result<redis::ConnectionInfo> {
+    let url = with_tls_scheme(config, url);
+    let mut info = url.as_str().into_connection_info().map_err(config_err)?;
+    let mut redis = info.redis_settings().clone();
+    if let Some(user) = &config.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        redis = redis.set_password(password);
+    }
+    if let Some(db) = config.db {
+        redis = redis.set_db(db);
+    }
+    info = info.set_redis_settings(redis);
+    if let (Some(tls), redis::ConnectionAddr::TcpTls { host, port, .. }) =
+        (&config.tls, info.addr())
+    {
+        if tls.insecure {
+            let addr = redis::ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: true,
+                tls_params: None,
+            };
+            info = info.set_addr(addr);
+        }
+    }
+    Ok(info)
+}
+
+/// Bare `host:port` seeds become URLs; TLS settings turn `redis://` into `rediss://`.
+fn with_tls_scheme(config: &Config, url: &str) -> String {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("redis://{url}")
+    };
+    match (&config.tls, url.strip_prefix("redis://")) {
+        (Some(_), Some(rest)) => format!("rediss://{rest}"),
+        _ => url,
+    }
+}
+
+fn build_client(config: &Config) -> Result<Built> {
+    let certs = config.tls.as_ref().map(certificates).transpose()?;
+    match &config.topology {
+        Topology::Url(url) => {
+            let info = connection_info(config, url)?;
+            let client = match certs {
+                Some(certs) if !config.tls.as_ref().is_some_and(|t| t.insecure) => {
+                    redis::Client::build_with_tls(info, certs)
+                }
+                _ => redis::Client::open(info),
+            };
+            client.map(Built::Single).map_err(config_err)
+        }
+        Topology::Cluster(nodes) => {
+            let infos = nodes
+                .iter()
+                .map(|n| connection_info(config, n))
+                .collect::<Result<Vec<_>>>()?;
+            let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.read_timeout);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            builder.build().map(Built::Cluster).map_err(config_err)
+        }
+        Topology::Sentinel {
+            sentinels,
+            master_name,
+            sentinel_password,
+        } => {
+            let addrs = sentinels
+                .iter()
+                .map(|s| {
+                    let url = if s.contains("://") {
+                        s.clone()
+                    } else {
+                        format!("redis://{s}")
+                    };
+                    url.as_str()
+                        .into_connection_info()
+                        .map(|i| i.addr().clone())
+                        .map_err(config_err)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                addrs,
+                master_name.clone(),
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(config_err)?;
+            if let Some(user) = &config.username {
+                builder = builder.set_client_to_redis_username(user);
+            }
+            if let Some(password) = &config.password {
+                builder = builder.set_client_to_redis_password(password);
+            }
+            if let Some(password) = sentinel_password {
+                builder = builder.set_client_to_sentinel_password(password);
+            }
+            if let Some(db) = config.db {
+                builder = builder.set_client_to_redis_db(db);
+            }
+            if let Some(certs) = certs {
+                builder = builder
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_redis_certificates(certs);
+            }
+            builder.build().map(Built::Sentinel).map_err(config_err)
+        }
+    }
+}
+
+async fn connect(config: &Config) -> Result<Conn> {
+    let timeout = config.read_timeout;
+    let redis_err = |e: redis::RedisError| Error::from_redis(e, timeout);
+    let async_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.read_timeout));
+    match build_client(config)? {
+        Built::Single(client) => client
+            .get_multiplexed_async_connection_with_config(&async_config)
+            .await
+            .map(Conn::Single)
+            .map_err(redis_err),
+        Built::Cluster(client) => client
+            .get_async_connection()
+            .await
+            .map(Conn::Cluster)
+            .map_err(redis_err),
+        Built::Sentinel(mut client) => client
+            .get_async_connection_with_config(&async_config)
+            .await
+            .map(Conn::Single)
+            .map_err(redis_err),
+    }
+}

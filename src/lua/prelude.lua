@@ -1,0 +1,138 @@
+-- Shared head of every approval_sync script.
+--
+-- KEYS[1] legacy flag (string), KEYS[2] markers (zset member -> deadline ms),
+-- KEYS[3] resets (hash: "seq" -> last id, "<id>" -> entry).
+-- ARGV[1] clock override in ms ("" = the server clock), ARGV[2] marker TTL ms,
+-- ARGV[3] pending TTL ms; ARGV[4..] belong to the operation.
+--
+-- Entries are "state|deadline|dirty|oldrev|newrev|args": state w (waiting for
+-- the code-owner syncs to end), q (enqueued), r (running); dirty is 1 when a
+-- code-owner sync started while the reset ran, so its run does not count.
+
+-- Redis 6.2 replicates scripts verbatim unless told otherwise; TIME needs effects.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
+local legacy, markers, resets = KEYS[1], KEYS[2], KEYS[3]
+local marker_ttl = tonumber(ARGV[2])
+local pending_ttl = tonumber(ARGV[3])
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function expect(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= kind then
+    error({ err = 'ASWRONGTYPE ' .. key .. ' holds a ' .. t .. ', expected a ' .. kind })
+  end
+end
+expect(legacy, 'string')
+expect(markers, 'zset')
+expect(resets, 'hash')
+
+local function decode(id, raw)
+  local st, dl, dirty, old, new, args =
+    string.match(raw, '^(%a)|(%d+)|(%d)|([^|]*)|([^|]*)|(.*)$')
+  if not st then
+    error({ err = 'ASCORRUPT ' .. resets .. ' field ' .. id .. ' is not an entry' })
+  end
+  return { id = tonumber(id), st = st, dl = tonumber(dl), dirty = dirty,
+           old = old, new = new, args = args }
+end
+
+local function encode(e)
+  return e.st .. '|' .. string.format('%d', e.dl) .. '|' .. e.dirty .. '|'
+    .. e.old .. '|' .. e.new .. '|' .. e.args
+end
+
+local function save(e)
+  redis.call('HSET', resets, e.id, encode(e))
+end
+
+-- Every entry, oldest push first.
+local function entries()
+  local flat = redis.call('HGETALL', resets)
+  local list = {}
+  for i = 1, #flat, 2 do
+    if flat[i] ~= 'seq' then
+      list[#list + 1] = decode(flat[i], flat[i + 1])
+    end
+  end
+  table.sort(list, function(a, b) return a.id < b.id end)
+  return list
+end
+
+-- Live code-owner markers: how many, and the latest deadline among them.
+local function live_code_owner()
+  local rows = redis.call('ZRANGEBYSCORE', markers, '(' .. now, '+inf', 'WITHSCORES')
+  local n, last = 0, 0
+  for i = 1, #rows, 2 do
+    if string.sub(rows[i], 1, 11) == 'code_owner:' then
+      n = n + 1
+      last = math.max(last, tonumber(rows[i + 1]))
+    end
+  end
+  return n, last
+end
+
+-- Markers past their deadline belong to a process that died; drop them and
+-- name them so the caller can log each one.
+local function purge()
+  local dead = redis.call('ZRANGEBYSCORE', markers, '-inf', now)
+  if #dead > 0 then
+    redis.call('ZREMRANGEBYSCORE', markers, '-inf', now)
+  end
+  return dead
+end
+
+-- Waiting entries become queued; their ids and args go to out, in push order.
+local function drain(list, out)
+  for _, e in ipairs(list) do
+    if e.st == 'w' then
+      e.st = 'q'
+      e.dl = now + marker_ttl
+      save(e)
+      out[#out + 1] = e.id
+      out[#out + 1] = e.args
+    end
+  end
+end
+
+local function add_entry(st, old, new, args)
+  local id = redis.call('HINCRBY', resets, 'seq', 1)
+  local e = { id = id, st = st, dl = now + marker_ttl, dirty = '0',
+              old = old, new = new, args = args }
+  save(e)
+  return e
+end
+
+-- Keys always carry a TTL, set in the same step that writes them: markers
+-- live as long as their latest deadline, resets outlive the markers.
+local function touch()
+  local top = redis.call('ZRANGE', markers, -1, -1, 'WITHSCORES')
+  if top[2] then
+    redis.call('PEXPIRE', markers, math.max(1, tonumber(top[2]) - now))
+  end
+  if redis.call('HLEN', resets) <= 1 then
+    redis.call('DEL', resets)
+  else
+    redis.call('PEXPIRE', resets, pending_ttl)
+  end
+end
+
+local function waiting(list)
+  for _, e in ipairs(list) do
+    if e.st == 'w' then
+      return true
+    end
+  end
+  return false
+end
+
+-- Reply: { code, value, due_at, jobs, expired }.
+local function reply(code, value, due_at, jobs, expired)
+  return { code, value or 0, due_at or 0, jobs or {}, expired or {} }
+end

@@ -1,0 +1,31 @@
+-- The reset worker asks to run one push's reset. ARGV[4] oldrev, ARGV[5]
+-- newrev, ARGV[6] args (used when the job was not tracked, as after a flag
+-- flip). code 'run' with the entry id, or 'wait' when a code-owner sync is
+-- live: the entry then waits and the sync's finish enqueues it again.
+local expired = purge()
+local list = entries()
+local pick
+for _, want in ipairs({ 'q', 'w' }) do
+  for _, e in ipairs(list) do
+    if not pick and e.st == want and e.old == ARGV[4] and e.new == ARGV[5] then
+      pick = e
+    end
+  end
+end
+if not pick then
+  pick = add_entry('q', ARGV[4], ARGV[5], ARGV[6])
+end
+
+local n_live, last = live_code_owner()
+local code = 'run'
+if n_live > 0 then
+  pick.st = 'w'
+  code = 'wait'
+else
+  pick.st = 'r'
+  pick.dirty = '0'
+  pick.dl = now + marker_ttl
+end
+save(pick)
+touch()
+return reply(code, pick.id, last, {}, expired)

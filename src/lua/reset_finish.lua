@@ -1,0 +1,31 @@
+-- The reset worker's run of entry ARGV[4] ended; ARGV[5] is '1' when the work
+-- completed, '0' when it raised. A completed run with no code-owner sync
+-- overlapping it ends the entry; otherwise the entry runs again once the
+-- syncs are over. A raised run ends the entry: the job's own retry re-runs it.
+local expired = purge()
+local id = ARGV[4]
+local raw = redis.call('HGET', resets, id)
+if not raw then
+  touch()
+  return reply('gone', 0, 0, {}, expired)
+end
+
+local e = decode(id, raw)
+local n_live, last = live_code_owner()
+local code, jobs = 'done', {}
+if ARGV[5] ~= '1' then
+  redis.call('HDEL', resets, id)
+  code = 'dropped'
+elseif e.dirty == '0' and n_live == 0 then
+  redis.call('HDEL', resets, id)
+else
+  e.st = 'w'
+  e.dirty = '0'
+  save(e)
+  code = 'rerun'
+  if n_live == 0 then
+    drain(entries(), jobs)
+  end
+end
+touch()
+return reply(code, e.id, last, jobs, expired)

@@ -1,0 +1,16 @@
+-- Puts back queued entries whose enqueue failed. ARGV[4..] entry ids.
+-- value = how many were put back.
+local back = 0
+for i = 4, #ARGV do
+  local raw = redis.call('HGET', resets, ARGV[i])
+  if raw then
+    local e = decode(ARGV[i], raw)
+    if e.st == 'q' then
+      e.st = 'w'
+      save(e)
+      back = back + 1
+    end
+  end
+end
+touch()
+return reply('restored', back)

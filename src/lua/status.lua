@@ -1,0 +1,35 @@
+-- Answers every read in one step. ARGV[4] member to look for ('' for none),
+-- ARGV[5] its oldrev and ARGV[6] its newrev when it names a reset.
+-- value = { legacy, live markers, blocking entries, member syncing };
+-- writes only when kept resets are due, which it then hands out as jobs.
+local list = entries()
+local jobs = {}
+local n_live = live_code_owner()
+if n_live == 0 and waiting(list) then
+  drain(list, jobs)
+  touch()
+end
+
+local blocking, member_hit = 0, 0
+local member = ARGV[4]
+for _, e in ipairs(list) do
+  if e.st == 'w' or e.dl > now then
+    blocking = blocking + 1
+    if member ~= '' and e.old == ARGV[5] and e.new == ARGV[6] then
+      member_hit = 1
+    end
+  end
+end
+
+local live = redis.call('ZRANGEBYSCORE', markers, '(' .. now, '+inf')
+if member ~= '' then
+  local prefix = member .. '#'
+  for _, m in ipairs(live) do
+    if string.sub(m, 1, #prefix) == prefix then
+      member_hit = 1
+    end
+  end
+end
+
+local value = { redis.call('EXISTS', legacy), #live, blocking, member_hit }
+return reply('status', value, 0, jobs)

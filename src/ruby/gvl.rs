@@ -1,0 +1,90 @@
+//! Runs core calls with the GVL released, so other Ruby threads run while one
+//! waits on Redis, and so `Timeout` and `Thread#kill` can interrupt it.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use magnus::Ruby;
+
+use crate::conn::Cancel;
+use crate::error::{Error, Result};
+
+struct Call<F, T> {
+    func: Option<F>,
+    cancel: Arc<Cancel>,
+    result: Option<Result<T>>,
+}
+
+unsafe extern "C" fn run<F, T>(data: *mut c_void) -> *mut c_void
+where
+    F: FnOnce(&Cancel) -> Result<T>,
+{
+    // SAFETY: `data` is the `Call` that `without_gvl` owns and keeps alive for
+    // the whole of rb_thread_call_without_gvl; only this function touches it.
+    let call = unsafe { &mut *(data as *mut Call<F, T>) };
+    let cancel = call.cancel.clone();
+    let outcome = match call.func.take() {
+        Some(func) => catch_unwind(AssertUnwindSafe(|| func(&cancel))),
+        None => Ok(Err(Error::Panic("call ran twice".into()))),
+    };
+    call.result = Some(outcome.unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(Error::Panic(text))
+    }));
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn unblock(data: *mut c_void) {
+    // SAFETY: `data` points into the `Arc<Cancel>` held by the `Call`, alive
+    // until rb_thread_call_without_gvl returns; Cancel is Sync.
+    let cancel = unsafe { &*(data as *const Cancel) };
+    cancel.cancel();
+}
+
+/// Runs `func` without the GVL. A panic inside becomes `Error::Panic`; an
+/// interrupt from Ruby cancels the call, after which Ruby's pending interrupt
+/// (a Timeout error, a kill) is raised once the GVL is back.
+pub fn without_gvl<F, T>(ruby: &Ruby, func: F) -> std::result::Result<T, magnus::Error>
+where
+    F: FnOnce(&Cancel) -> Result<T> + Send,
+    T: Send,
+{
+    let cancel = Arc::new(Cancel::new());
+    let mut call = Call {
+        func: Some(func),
+        cancel: cancel.clone(),
+        result: None,
+    };
+    // SAFETY: both pointers outlive the call; `run` catches every panic, so
+    // nothing unwinds through the C frames of the VM.
+    unsafe {
+        rb_sys::rb_thread_call_without_gvl(
+            Some(run::<F, T>),
+            &mut call as *mut Call<F, T> as *mut c_void,
+            Some(unblock),
+            Arc::as_ptr(&cancel) as *mut c_void,
+        );
+    }
+    let result = call
+        .result
+        .unwrap_or_else(|| Err(Error::Panic("call did not run".into())));
+    match result {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            if cancel.is_cancelled() {
+                // Let Ruby raise what it interrupted us for.
+                // SAFETY: called with the GVL held; protect catches the jump.
+                magnus::rb_sys::protect(|| unsafe {
+                    rb_sys::rb_thread_check_ints();
+                    rb_sys::Qnil as rb_sys::VALUE
+                })?;
+            }
+            Err(super::errors::to_ruby(ruby, err))
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The Lua scripts, one per operation, each with the shared prelude.
+
+use std::sync::OnceLock;
+
+use redis::Script;
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// Every script the core runs.
+pub struct Scripts {
+    pub status: Script,
+    pub start: Script,
+    pub finish: Script,
+    pub schedule: Script,
+    pub drain: Script,
+    pub restore: Script,
+    pub reset_begin: Script,
+    pub reset_finish: Script,
+    pub clear: Script,
+    pub index: Script,
+}
+
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// The scripts, built once per process.
+pub fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        status: with_prelude(include_str!("lua/status.lua")),
+        start: with_prelude(include_str!("lua/start.lua")),
+        finish: with_prelude(include_str!("lua/finish.lua")),
+        schedule: with_prelude(include_str!("lua/schedule.lua")),
+        drain: with_prelude(include_str!("lua/drain.lua")),
+        restore: with_prelude(include_str!("lua/restore.lua")),
+        reset_begin: with_prelude(include_str!("lua/reset_begin.lua")),
+        reset_finish: with_prelude(include_str!("lua/reset_finish.lua")),
+        clear: with_prelude(include_str!("lua/clear.lua")),
+        index: Script::new(include_str!("lua/index.lua")),
+    })
+}

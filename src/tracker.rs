@@ -1,0 +1,422 @@
+//! The operations behind `ApprovalState` and the coordinator. Each is one
+//! round trip: a plain command for the legacy flag, one script otherwise.
+
+use parking_lot::Mutex;
+use redis::Value;
+
+use crate::config::Config;
+use crate::conn::{Cancel, Client};
+use crate::error::{Error, Result};
+use crate::keys::{MrId, MrKeys, DUE_INDEX};
+use crate::member::{check_rev, Member};
+use crate::scripts::scripts;
+
+/// The longest worker argument list kept for one reset.
+pub const MAX_ARGS_BYTES: usize = 64 * 1024;
+
+/// A reset to hand to the worker: the entry id and the worker's args as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The entry id, used to put the job back when the enqueue fails.
+    pub id: u64,
+    /// The worker's arguments, as the caller gave them.
+    pub args: String,
+}
+
+/// What a script did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The script's verdict: `started`, `kept`, `enqueue`, `run`, `wait`, ...
+    pub code: String,
+    /// The verdict's number (an entry id, a count).
+    pub value: i64,
+    /// When a kept reset can run at the latest: the last live sync deadline (ms).
+    pub due_at: u64,
+    /// Resets the caller must enqueue now, in push order.
+    pub jobs: Vec<Job>,
+    /// Markers found past their deadline and removed.
+    pub expired: Vec<String>,
+}
+
+/// The answer to every read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The legacy flag is set.
+    pub legacy: bool,
+    /// Live sync markers.
+    pub live_markers: u64,
+    /// Kept resets that still hold the merge request.
+    pub pending_resets: u64,
+    /// The member asked about is live.
+    pub member_live: bool,
+    /// Resets that were due and must be enqueued now.
+    pub jobs: Vec<Job>,
+}
+
+impl Status {
+    /// A sync or a reset is in progress.
+    pub fn syncing(&self) -> bool {
+        self.live_markers > 0 || self.pending_resets > 0
+    }
+}
+
+/// The tracking and coordination operations, over one Redis client.
+pub struct Tracker {
+    client: Client,
+    clock: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Tracker {
+    /// Checks `config`; connects on the first call.
+    pub fn new(config: Config) -> Result<Tracker> {
+        Ok(Tracker {
+            client: Client::new(config)?,
+            clock: Mutex::new(None),
+        })
+    }
+
+    /// The Redis client, for plain commands outside the protocol.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Replaces the server clock with a fixed time in ms (the model checker's
+    /// virtual clock); `None` returns to the server clock.
+    pub fn set_clock(&self, now_ms: Option<u64>) {
+        *self.clock.lock() = now_ms;
+    }
+
+    /// SET `mr_{id}_cannot_merge` "true" EX `ttl_secs`.
+    pub fn legacy_set(&self, cancel: &Cancel, mr: MrId, ttl_secs: u64) -> Result<()> {
+        if ttl_secs == 0 {
+            return Err(Error::InvalidArgument(
+                "ttl must be a positive number of seconds".into(),
+            ));
+        }
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(MrKeys::new(mr).legacy)
+            .arg("true")
+            .arg("EX")
+            .arg(ttl_secs);
+        self.client.run(cancel, |c| c.query::<()>(cmd))
+    }
+
+    /// EXISTS `mr_{id}_cannot_merge`.
+    pub fn legacy_exists(&self, cancel: &Cancel, mr: MrId) -> Result<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(MrKeys::new(mr).legacy);
+        self.client.run(cancel, |c| c.query::<bool>(cmd))
+    }
+
+    /// DEL `mr_{id}_cannot_merge`.
+    pub fn legacy_delete(&self, cancel: &Cancel, mr: MrId) -> Result<()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(MrKeys::new(mr).legacy);
+        self.client.run(cancel, |c| c.query::<()>(cmd))
+    }
+
+    /// Every read in one step; hands out resets that were due.
+    pub fn status(&self, cancel: &Cancel, mr: MrId, member: Option<&Member>) -> Result<Status> {
+        let (text, old, new) = match member {
+            Some(m) => {
+                let (old, new) = m.revs().unwrap_or(("", ""));
+                (m.text(), old.to_string(), new.to_string())
+            }
+            None => (String::new(), String::new(), String::new()),
+        };
+        let out = self.eval(cancel, mr, Op::Status, &[&text, &old, &new])?;
+        let value = out.values;
+        if value.len() != 4 {
+            return Err(Error::Protocol(format!(
+                "status returned {} values",
+                value.len()
+            )));
+        }
+        Ok(Status {
+            legacy: value[0] > 0,
+            live_markers: value[1] as u64,
+            pending_resets: value[2] as u64,
+            member_live: value[3] > 0,
+            jobs: out.outcome.jobs,
+        })
+    }
+
+    /// Tracks one sync of `member`.
+    pub fn start(&self, cancel: &Cancel, mr: MrId, member: &Member) -> Result<Outcome> {
+        self.run(cancel, mr, Op::Start, &[&member.text()])
+    }
+
+    /// Ends one tracked instance of `member`; returns the resets now due.
+    pub fn finish(&self, cancel: &Cancel, mr: MrId, member: &Member) -> Result<Outcome> {
+        self.run(cancel, mr, Op::Finish, &[&member.text()])
+    }
+
+    /// Keeps one push's reset: `enqueue` with the job, or `kept` while a sync runs.
+    pub fn schedule(
+        &self,
+        cancel: &Cancel,
+        mr: MrId,
+        oldrev: Option<&str>,
+        newrev: &str,
+        args: &str,
+    ) -> Result<Outcome> {
+        let (old, new) = revs(oldrev, newrev)?;
+        check_args(args)?;
+        self.run(cancel, mr, Op::Schedule, &[&old, &new, args])
+    }
+
+    /// Hands out the kept resets of a merge request whose syncs are over.
+    pub fn drain(&self, cancel: &Cancel, mr: MrId) -> Result<Outcome> {
+        self.run(cancel, mr, Op::Drain, &[])
+    }
+
+    /// Puts back jobs whose enqueue failed, so a later call enqueues them.
+    pub fn restore(&self, cancel: &Cancel, mr: MrId, ids: &[u64]) -> Result<Outcome> {
+        let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.run(cancel, mr, Op::Restore, &ids)
+    }
+
+    /// The reset worker asks to run: `run` (value = entry id) or `wait`.
+    pub fn reset_begin(
+        &self,
+        cancel: &Cancel,
+        mr: MrId,
+        oldrev: Option<&str>,
+        newrev: &str,
+        args: &str,
+    ) -> Result<Outcome> {
+        let (old, new) = revs(oldrev, newrev)?;
+        check_args(args)?;
+        self.run(cancel, mr, Op::ResetBegin, &[&old, &new, args])
+    }
+
+    /// The reset worker's run ended: `done`, `rerun` (with jobs when due), `dropped`, `gone`.
+    pub fn reset_finish(
+        &self,
+        cancel: &Cancel,
+        mr: MrId,
+        id: u64,
+        completed: bool,
+    ) -> Result<Outcome> {
+        let ok = if completed { "1" } else { "0" };
+        self.run(cancel, mr, Op::ResetFinish, &[&id.to_string(), ok])
+    }
+
+    /// Forgets every marker and kept reset of a merge request.
+    pub fn clear(&self, cancel: &Cancel, mr: MrId) -> Result<Outcome> {
+        self.run(cancel, mr, Op::Clear, &[])
+    }
+
+    /// Notes that `mr` has kept resets due at `due_ms` (ms), for the sweep.
+    pub fn index_add(&self, cancel: &Cancel, mr: MrId, due_ms: u64) -> Result<()> {
+        let ttl = self.pending_ttl_ms().to_string();
+        let args = ["add", &mr.get().to_string(), &due_ms.to_string(), &ttl];
+        self.index(cancel, &args)
+    }
+
+    /// After the sweep drained `mr`: forget it if nothing is left and no newer
+    /// schedule touched it, or move it to `due_ms`.
+    pub fn index_settle(
+        &self,
+        cancel: &Cancel,
+        mr: MrId,
+        seen: &str,
+        due_ms: Option<u64>,
+    ) -> Result<()> {
+        let ttl = self.pending_ttl_ms().to_string();
+        let due = due_ms.map(|d| d.to_string()).unwrap_or_default();
+        let args = ["settle", &mr.get().to_string(), seen, &ttl, &due];
+        self.index(cancel, &args)
+    }
+
+    /// Up to `limit` merge requests whose kept resets are due, with the score read.
+    pub fn index_due(&self, cancel: &Cancel, limit: usize) -> Result<Vec<(MrId, String)>> {
+        let now = self.now(cancel)?;
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(DUE_INDEX)
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let rows: Vec<(String, String)> = self.client.run(cancel, |c| c.query(cmd))?;
+        rows.into_iter()
+            .map(|(id, score)| {
+                let id: i64 = id
+                    .parse()
+                    .map_err(|_| Error::Protocol(format!("{DUE_INDEX} holds {id:?}")))?;
+                Ok((MrId::new(id)?, score))
+            })
+            .collect()
+    }
+
+    /// The time the scripts use, in ms.
+    pub fn now(&self, cancel: &Cancel) -> Result<u64> {
+        if let Some(now) = *self.clock.lock() {
+            return Ok(now);
+        }
+        let (secs, micros): (u64, u64) =
+            self.client.run(cancel, |c| c.query(redis::cmd("TIME")))?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    fn index(&self, cancel: &Cancel, args: &[&str]) -> Result<()> {
+        let script = &scripts().index;
+        let mut invocation = script.key(DUE_INDEX);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        self.client
+            .run(cancel, |c| c.invoke::<i64>(invocation))
+            .map(|_| ())
+    }
+
+    fn pending_ttl_ms(&self) -> u128 {
+        self.client.config().pending_ttl.as_millis()
+    }
+
+    fn run(&self, cancel: &Cancel, mr: MrId, op: Op, args: &[&str]) -> Result<Outcome> {
+        self.eval(cancel, mr, op, args).map(|r| r.outcome)
+    }
+
+    fn eval(&self, cancel: &Cancel, mr: MrId, op: Op, args: &[&str]) -> Result<Raw> {
+        let keys = MrKeys::new(mr);
+        let config = self.client.config();
+        let clock = self.clock.lock().map(|n| n.to_string()).unwrap_or_default();
+        let script = op.script();
+        let mut invocation = script.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(clock)
+            .arg(config.marker_ttl.as_millis() as u64)
+            .arg(config.pending_ttl.as_millis() as u64);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let value: Value = self.client.run(cancel, |c| c.invoke(invocation))?;
+        parse(value)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Status,
+    Start,
+    Finish,
+    Schedule,
+    Drain,
+    Restore,
+    ResetBegin,
+    ResetFinish,
+    Clear,
+}
+
+impl Op {
+    fn script(self) -> &'static redis::Script {
+        let s = scripts();
+        match self {
+            Op::Status => &s.status,
+            Op::Start => &s.start,
+            Op::Finish => &s.finish,
+            Op::Schedule => &s.schedule,
+            Op::Drain => &s.drain,
+            Op::Restore => &s.restore,
+            Op::ResetBegin => &s.reset_begin,
+            Op::ResetFinish => &s.reset_finish,
+            Op::Clear => &s.clear,
+        }
+    }
+}
+
+struct Raw {
+    outcome: Outcome,
+    values: Vec<i64>,
+}
+
+fn revs(oldrev: Option<&str>, newrev: &str) -> Result<(String, String)> {
+    let old = match oldrev {
+        Some(old) => check_rev("oldrev", old)?,
+        None => String::new(),
+    };
+    Ok((old, check_rev("newrev", newrev)?))
+}
+
+fn check_args(args: &str) -> Result<()> {
+    if args.is_empty() || args.len() > MAX_ARGS_BYTES || args.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "worker args must be 1 to {MAX_ARGS_BYTES} bytes of JSON without NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn parse(value: Value) -> Result<Raw> {
+    let bad = |what: &str| Error::Protocol(format!("script reply: {what}"));
+    let Value::Array(items) = value else {
+        return Err(bad("not an array"));
+    };
+    let [code, val, due, jobs, expired]: [Value; 5] =
+        items.try_into().map_err(|_| bad("not five items"))?;
+    let code = text(code).ok_or_else(|| bad("code"))?;
+    let values = match val {
+        Value::Int(n) => vec![n],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| int(v).ok_or_else(|| bad("value")))
+            .collect::<Result<_>>()?,
+        _ => return Err(bad("value")),
+    };
+    let due_at = int(due).ok_or_else(|| bad("due"))?.max(0) as u64;
+    let Value::Array(jobs) = jobs else {
+        return Err(bad("jobs"));
+    };
+    let mut parsed = Vec::with_capacity(jobs.len() / 2);
+    let mut it = jobs.into_iter();
+    while let (Some(id), Some(args)) = (it.next(), it.next()) {
+        let id = int(id).ok_or_else(|| bad("job id"))? as u64;
+        let args = text(args).ok_or_else(|| bad("job args"))?;
+        parsed.push(Job { id, args });
+    }
+    let Value::Array(expired) = expired else {
+        return Err(bad("expired"));
+    };
+    let expired = expired.into_iter().filter_map(text).collect();
+    Ok(Raw {
+        outcome: Outcome {
+            code,
+            value: values.first().copied().unwrap_or(0),
+            due_at,
+            jobs: parsed,
+            expired,
+        },
+        values,
+    })
+}
+
+fn int(value: Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(n),
+        Value::BulkString(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
