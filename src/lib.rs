@@ -22,4 +22,4 @@ pub use conn::Cancel;
 pub use error::{Error, Result};
 pub use keys::{MrId, MrKeys};
 pub use member::{Kind, Member};
-pub use tracker::{Job, Outcome, Status, Tracker};
+pub use tracker::{Job, Outcome, Snapshot, Status, Tracker};

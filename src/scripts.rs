@@ -17,6 +17,7 @@ pub struct Scripts {
     pub reset_begin: Script,
     pub reset_finish: Script,
     pub clear: Script,
+    pub snapshot: Script,
     pub index: Script,
 }
 
@@ -37,6 +38,7 @@ pub fn scripts() -> &'static Scripts {
         reset_begin: with_prelude(include_str!("lua/reset_begin.lua")),
         reset_finish: with_prelude(include_str!("lua/reset_finish.lua")),
         clear: with_prelude(include_str!("lua/clear.lua")),
+        snapshot: with_prelude(include_str!("lua/snapshot.lua")),
         index: Script::new(include_str!("lua/index.lua")),
     })
 }

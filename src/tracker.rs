@@ -60,6 +60,19 @@ impl Status {
     }
 }
 
+/// One merge request's whole state, read without writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The server's time of the read (ms), or the test clock.
+    pub now_ms: u64,
+    /// TTL of the legacy flag in ms; `None` when the key is absent.
+    pub legacy_ttl_ms: Option<i64>,
+    /// Markers as stored (`member#instance`) with their deadlines (ms).
+    pub markers: Vec<(String, u64)>,
+    /// Kept resets: id and the raw entry `state|deadline|dirty|oldrev|newrev|args`.
+    pub entries: Vec<(u64, String)>,
+}
+
 /// The tracking and coordination operations, over one Redis client.
 pub struct Tracker {
     client: Client,
@@ -216,6 +229,33 @@ impl Tracker {
         self.run(cancel, mr, Op::Clear, &[])
     }
 
+    /// Reads everything about one merge request without changing it.
+    pub fn snapshot(&self, cancel: &Cancel, mr: MrId) -> Result<Snapshot> {
+        let raw = self.eval(cancel, mr, Op::Snapshot, &[])?;
+        let [ttl, now] = raw.values[..] else {
+            return Err(Error::Protocol("snapshot returned a bad value".into()));
+        };
+        let mut markers = Vec::new();
+        let mut flat = raw.outcome.expired.into_iter();
+        while let (Some(member), Some(deadline)) = (flat.next(), flat.next()) {
+            let deadline = deadline
+                .parse::<f64>()
+                .map_err(|_| Error::Protocol(format!("marker deadline {deadline:?}")))?;
+            markers.push((member, deadline as u64));
+        }
+        Ok(Snapshot {
+            now_ms: now.max(0) as u64,
+            legacy_ttl_ms: (ttl != -2).then_some(ttl),
+            markers,
+            entries: raw
+                .outcome
+                .jobs
+                .into_iter()
+                .map(|j| (j.id, j.args))
+                .collect(),
+        })
+    }
+
     /// Notes that `mr` has kept resets due at `due_ms` (ms), for the sweep.
     pub fn index_add(&self, cancel: &Cancel, mr: MrId, due_ms: u64) -> Result<()> {
         let ttl = self.pending_ttl_ms().to_string();
@@ -321,6 +361,7 @@ enum Op {
     ResetBegin,
     ResetFinish,
     Clear,
+    Snapshot,
 }
 
 impl Op {
@@ -336,6 +377,7 @@ impl Op {
             Op::ResetBegin => &s.reset_begin,
             Op::ResetFinish => &s.reset_finish,
             Op::Clear => &s.clear,
+            Op::Snapshot => &s.snapshot,
         }
     }
 }

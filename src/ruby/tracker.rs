@@ -241,6 +241,18 @@ impl RbTracker {
             .collect())
     }
 
+    /// [now_ms, legacy_ttl_ms or nil, [[member, deadline]], [[id, entry]]]
+    #[allow(clippy::type_complexity)]
+    fn snapshot(
+        ruby: &Ruby,
+        rb_self: &Self,
+        id: i64,
+    ) -> Result<(u64, Option<i64>, Vec<(String, u64)>, Vec<(u64, String)>), Error> {
+        let id = mr(ruby, id)?;
+        let s = rb_self.call(ruby, move |t, c| t.snapshot(c, id))?;
+        Ok((s.now_ms, s.legacy_ttl_ms, s.markers, s.entries))
+    }
+
     fn now(ruby: &Ruby, rb_self: &Self) -> Result<u64, Error> {
         rb_self.call(ruby, |t, c| t.now(c))
     }
@@ -297,6 +309,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("index_add", method!(RbTracker::index_add, 2))?;
     class.define_method("index_settle", method!(RbTracker::index_settle, 3))?;
     class.define_method("index_due", method!(RbTracker::index_due, 1))?;
+    class.define_method("snapshot", method!(RbTracker::snapshot, 1))?;
     class.define_method("now", method!(RbTracker::now, 0))?;
     class.define_method("ping", method!(RbTracker::ping, 0))?;
     class.define_method("pause", method!(RbTracker::pause, 1))?;
