@@ -84,6 +84,7 @@ struct Live {
     pid: u32,
     runtime: Arc<Runtime>,
     conn: Option<Conn>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A handle to Redis for one configuration, shared by every thread.
@@ -116,32 +117,34 @@ impl Client {
         &self.config
     }
 
-    /// Runs `op` on the shared connection, connecting first when needed.
+    /// Runs `op` on the shared connection, connecting when `op` first asks
+    /// for it (so an operation that never talks to Redis needs no server).
     ///
-    /// The whole call, connecting included, ends with a typed error after the
-    /// configured timeouts, or as soon as `cancel` fires. A connection that saw
-    /// a timeout, an I/O error or a cancellation is dropped, never reused with a
-    /// reply still in flight.
-    pub fn run<T, F, Fut>(&self, cancel: &Cancel, op: F) -> Result<T>
+    /// Connecting ends with a typed error after `connect_timeout`, each
+    /// command after `read_timeout`, and the whole call as soon as `cancel`
+    /// fires. A connection that saw a timeout, an I/O error or a cancellation
+    /// is dropped, never reused with a reply still in flight.
+    pub fn run<'a, T, F, Fut>(&'a self, cancel: &Cancel, op: F) -> Result<T>
     where
-        F: FnOnce(ConnHandle) -> Fut,
+        F: FnOnce(ConnHandle<'a>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let runtime = self.runtime()?;
+        let failure = Arc::new(Mutex::new(None));
+        let handle = ConnHandle {
+            client: self,
+            failure: failure.clone(),
+        };
         let read_timeout = self.config.read_timeout;
         let outcome = runtime.block_on(async {
-            let work = async {
-                let conn = self.connection().await?;
-                let reply = tokio::time::timeout(read_timeout, op(ConnHandle(conn))).await;
-                match reply {
-                    Ok(reply) => reply.map_err(|e| Error::from_redis(e, read_timeout)),
-                    Err(_) => Err(Error::Timeout(read_timeout)),
-                }
-            };
             tokio::select! {
                 biased;
                 _ = cancel.notify.notified() => Err(Error::Interrupted),
-                result = work => result,
+                reply = op(handle) => reply.map_err(|e| {
+                    // Our own finding (timeout, connect failure, named key)
+                    // is more precise than the driver error it travelled as.
+                    failure.lock().take().unwrap_or_else(|| Error::from_redis(e, read_timeout))
+                }),
             }
         });
         if let Err(err) = &outcome {
@@ -152,10 +155,13 @@ impl Client {
         outcome
     }
 
-    /// Drops the shared connection; the next call opens a new one.
+    /// Drops the shared connection; the next call opens a new one. Calls that
+    /// other threads have in flight on it finish normally.
     pub fn discard(&self) {
         if let Some(live) = self.live.lock().as_mut() {
-            live.conn = None;
+            if live.pid == std::process::id() {
+                live.conn = None;
+            }
         }
     }
 
@@ -169,8 +175,9 @@ impl Client {
             }
         }
         // A forked child inherits the parent's sockets and a runtime whose
-        // threads did not survive the fork. Touching either could corrupt the
-        // parent's connection or hang, so both are leaked, never dropped.
+        // threads did not survive the fork. Dropping either would shut down
+        // the parent's TLS session or wait for threads that do not exist, so
+        // both are leaked: a few kilobytes once per fork.
         if let Some(stale) = guard.take() {
             std::mem::forget(stale);
         }
@@ -185,15 +192,31 @@ impl Client {
             pid,
             runtime: runtime.clone(),
             conn: None,
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
         });
         Ok(runtime)
     }
 
     async fn connection(&self) -> Result<Conn> {
+        let connecting = {
+            let live = self.live.lock();
+            let Some(live) = live.as_ref() else {
+                return Err(Error::Connection("no runtime for this process".into()));
+            };
+            if let Some(conn) = &live.conn {
+                return Ok(conn.clone());
+            }
+            live.connecting.clone()
+        };
+        let connect_timeout = self.config.connect_timeout;
+        // Threads that find no connection wait for one of them to open it,
+        // so a process holds one connection rather than one per thread.
+        let _turn = tokio::time::timeout(connect_timeout, connecting.lock())
+            .await
+            .map_err(|_| Error::Timeout(connect_timeout))?;
         if let Some(conn) = self.live.lock().as_ref().and_then(|l| l.conn.clone()) {
             return Ok(conn);
         }
-        let connect_timeout = self.config.connect_timeout;
         let conn = tokio::time::timeout(connect_timeout, connect(&self.config))
             .await
             .map_err(|_| Error::Timeout(connect_timeout))??;
@@ -206,21 +229,64 @@ impl Client {
     }
 }
 
-/// A connection lent to one operation.
-pub struct ConnHandle(Conn);
+/// Access to the shared connection for one operation.
+pub struct ConnHandle<'a> {
+    client: &'a Client,
+    failure: Arc<Mutex<Option<Error>>>,
+}
 
-impl ConnHandle {
+impl ConnHandle<'_> {
     /// Runs one command.
-    pub async fn query<T: redis::FromRedisValue>(mut self, cmd: Cmd) -> redis::RedisResult<T> {
-        cmd.query_async(&mut self.0).await
+    pub async fn query<T: redis::FromRedisValue>(self, cmd: Cmd) -> redis::RedisResult<T> {
+        let key = cmd.args_iter().nth(1).and_then(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        });
+        let reply = self.timed(|mut conn| async move { cmd.query_async(&mut conn).await });
+        match reply.await {
+            // The server's WRONGTYPE does not say which key; a plain command
+            // has one, so name it.
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                let key = key.unwrap_or_else(|| "(unknown)".into());
+                let detail = format!("{key} holds another type than this command needs");
+                Err(self.fail(Error::WrongType { key, detail }))
+            }
+            reply => reply,
+        }
     }
 
     /// Runs a script invocation, loading the script if the server lost it.
+    /// EVALSHA of an unknown script runs nothing, so loading and retrying
+    /// cannot apply a script's effects twice.
     pub async fn invoke<T: redis::FromRedisValue>(
-        mut self,
+        self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> redis::RedisResult<T> {
-        invocation.invoke_async(&mut self.0).await
+        self.timed(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Connects if needed, then runs `f` within the read timeout.
+    async fn timed<T, F, Fut>(&self, f: F) -> redis::RedisResult<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = match self.client.connection().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.fail(e)),
+        };
+        let read_timeout = self.client.config.read_timeout;
+        match tokio::time::timeout(read_timeout, f(conn)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.fail(Error::Timeout(read_timeout))),
+        }
+    }
+
+    /// Records `err` for [`Client::run`] and returns a stand-in for the driver.
+    fn fail(&self, err: Error) -> redis::RedisError {
+        *self.failure.lock() = Some(err);
+        redis::RedisError::from((redis::ErrorKind::Client, "approval_sync call failed"))
     }
 }
 
@@ -273,6 +339,9 @@ fn connection_info(config: &Config, url: &str) -> Result<redis::ConnectionInfo> 
     if let Some(db) = config.db {
         redis = redis.set_db(db);
     }
+    // Shows as lib-name in CLIENT LIST (Redis 7+), so operators and tests can
+    // tell this gem's connections apart; older servers ignore it.
+    redis = redis.set_lib_name("approval_sync", env!("CARGO_PKG_VERSION"));
     info = info.set_redis_settings(redis);
     if let (Some(tls), redis::ConnectionAddr::TcpTls { host, port, .. }) =
         (&config.tls, info.addr())

@@ -34,8 +34,11 @@ pub struct Outcome {
     pub due_at: u64,
     /// Resets the caller must enqueue now, in push order.
     pub jobs: Vec<Job>,
-    /// Markers found past their deadline and removed.
+    /// Markers found past their deadline and removed (and resets revived).
     pub expired: Vec<String>,
+    /// Set when the sweep's index could not be updated after the step; the
+    /// step itself took effect, and lazy recovery still covers the merge request.
+    pub index_error: Option<String>,
 }
 
 /// The answer to every read.
@@ -51,6 +54,10 @@ pub struct Status {
     pub member_live: bool,
     /// Resets that were due and must be enqueued now.
     pub jobs: Vec<Job>,
+    /// Markers and resets found expired during the read.
+    pub expired: Vec<String>,
+    /// See [`Outcome::index_error`].
+    pub index_error: Option<String>,
 }
 
 impl Status {
@@ -159,6 +166,8 @@ impl Tracker {
             pending_resets: value[2] as u64,
             member_live: value[3] > 0,
             jobs: out.outcome.jobs,
+            expired: out.outcome.expired,
+            index_error: out.outcome.index_error,
         })
     }
 
@@ -346,7 +355,28 @@ impl Tracker {
             invocation.arg(*arg);
         }
         let value: Value = self.client.run(cancel, |c| c.invoke(invocation))?;
-        parse(value)
+        let mut raw = parse(value)?;
+        if let Some(change) = raw.index.take() {
+            raw.outcome.index_error = self
+                .apply_index(cancel, mr, change)
+                .err()
+                .map(|e| e.to_string());
+        }
+        Ok(raw)
+    }
+
+    /// Applies a script's index change to the global index, a second round
+    /// trip taken only when a merge request starts or stops holding kept resets.
+    fn apply_index(&self, cancel: &Cancel, mr: MrId, change: IndexChange) -> Result<()> {
+        match change {
+            IndexChange::Add(due) => {
+                let due = due
+                    .parse::<u64>()
+                    .map_err(|_| Error::Protocol(format!("index due {due:?}")))?;
+                self.index_add(cancel, mr, due)
+            }
+            IndexChange::Remove(seen) => self.index_settle(cancel, mr, &seen, None),
+        }
     }
 }
 
@@ -385,6 +415,13 @@ impl Op {
 struct Raw {
     outcome: Outcome,
     values: Vec<i64>,
+    index: Option<IndexChange>,
+}
+
+/// What a script asks of the sweep's index.
+enum IndexChange {
+    Add(String),
+    Remove(String),
 }
 
 fn revs(oldrev: Option<&str>, newrev: &str) -> Result<(String, String)> {
@@ -409,8 +446,8 @@ fn parse(value: Value) -> Result<Raw> {
     let Value::Array(items) = value else {
         return Err(bad("not an array"));
     };
-    let [code, val, due, jobs, expired]: [Value; 5] =
-        items.try_into().map_err(|_| bad("not five items"))?;
+    let [code, val, due, jobs, expired, index]: [Value; 6] =
+        items.try_into().map_err(|_| bad("not six items"))?;
     let code = text(code).ok_or_else(|| bad("code"))?;
     let values = match val {
         Value::Int(n) => vec![n],
@@ -435,6 +472,16 @@ fn parse(value: Value) -> Result<Raw> {
         return Err(bad("expired"));
     };
     let expired = expired.into_iter().filter_map(text).collect();
+    let Value::Array(index) = index else {
+        return Err(bad("index"));
+    };
+    let mut index = index.into_iter().filter_map(text);
+    let index = match (index.next().as_deref(), index.next()) {
+        (Some("add"), Some(due)) => Some(IndexChange::Add(due)),
+        (Some("del"), Some(seen)) => Some(IndexChange::Remove(seen)),
+        (None, None) => None,
+        _ => return Err(bad("index change")),
+    };
     Ok(Raw {
         outcome: Outcome {
             code,
@@ -442,8 +489,10 @@ fn parse(value: Value) -> Result<Raw> {
             due_at,
             jobs: parsed,
             expired,
+            index_error: None,
         },
         values,
+        index,
     })
 }
 

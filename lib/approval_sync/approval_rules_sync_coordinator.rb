@@ -102,9 +102,9 @@ module ApprovalSync
         return :delayed
       end
 
-      code, _, due_at, jobs, expired = tracker.schedule(merge_request_id, oldrev, newrev, JSON.generate(args))
-      Jobs.expired(merge_request_id, expired)
-      return keep(args, due_at) if code == 'kept'
+      code, _, _, jobs, expired, index_error = tracker.schedule(merge_request_id, oldrev, newrev, JSON.generate(args))
+      Jobs.notes(merge_request_id, expired, index_error)
+      return kept(args) if code == 'kept'
 
       Jobs.enqueue(merge_request_id, jobs)
       :enqueued
@@ -128,8 +128,9 @@ module ApprovalSync
         return true
       end
 
-      code, entry, _, _, expired = tracker.reset_begin(merge_request_id, oldrev, newrev, JSON.generate(args))
-      Jobs.expired(merge_request_id, expired)
+      code, entry, _, _, expired, index_error = tracker.reset_begin(merge_request_id, oldrev, newrev,
+                                                                   JSON.generate(args))
+      Jobs.notes(merge_request_id, expired, index_error)
       return waiting(args) if code == 'wait'
 
       run_reset(entry, args) { yield }
@@ -168,8 +169,7 @@ module ApprovalSync
       args
     end
 
-    def keep(args, due_at)
-      tracker.index_add(merge_request_id, due_at)
+    def kept(args)
       Events.emit(:reset_kept, merge_request_id: merge_request_id, args: args)
       :kept
     end
@@ -191,8 +191,8 @@ module ApprovalSync
     end
 
     def settle_reset(entry, args, completed)
-      code, _, _, jobs, expired = tracker.reset_finish(merge_request_id, entry, completed)
-      Jobs.expired(merge_request_id, expired)
+      code, _, _, jobs, expired, index_error = tracker.reset_finish(merge_request_id, entry, completed)
+      Jobs.notes(merge_request_id, expired, index_error)
       event = { 'done' => :reset_done, 'rerun' => :reset_rerun, 'dropped' => :reset_dropped }.fetch(code, :reset_gone)
       Events.emit(event, merge_request_id: merge_request_id, args: args)
       Jobs.enqueue(merge_request_id, jobs, event: :reset_rerun_enqueued)

@@ -106,14 +106,15 @@ module ApprovalSync
 
     # One status read; enqueues resets that were due (lazy recovery).
     def read(member = nil)
-      legacy, markers, resets, hit, jobs = tracker.status(merge_request_id, member)
+      legacy, markers, resets, hit, jobs, expired, index_error = tracker.status(merge_request_id, member)
+      Jobs.notes(merge_request_id, expired, index_error)
       Jobs.enqueue(merge_request_id, jobs, event: :reset_recovered, raise_on_failure: false)
       [legacy, markers, resets, hit]
     end
 
     def outcome(result, enqueue: false)
-      code, value, due_at, jobs, expired = result
-      Jobs.expired(merge_request_id, expired)
+      code, value, due_at, jobs, expired, index_error = result
+      Jobs.notes(merge_request_id, expired, index_error)
       Jobs.enqueue(merge_request_id, jobs) if enqueue
       [code, value, due_at, jobs]
     end

@@ -39,9 +39,8 @@ module ApprovalSync
 
     # @return [void]
     def put_back(merge_request_id, unsent, error)
-      tracker = ApprovalSync.tracker
-      tracker.restore(merge_request_id, unsent.map(&:first))
-      tracker.index_add(merge_request_id, tracker.now)
+      *, index_error = ApprovalSync.tracker.restore(merge_request_id, unsent.map(&:first))
+      notes(merge_request_id, [], index_error)
       Events.emit(:enqueue_failed, merge_request_id: merge_request_id, kept: unsent.size, error: error.class.name,
                                    message: error.message)
     rescue Error => e
@@ -50,12 +49,19 @@ module ApprovalSync
                                    error: e.class.name, message: e.message)
     end
 
-    # Logs the markers a script found past their deadline.
+    # Logs the markers a script found past their deadline, and a failed
+    # update of the sweep's index (the step itself took effect).
+    # @param merge_request_id [Integer]
+    # @param expired [Array<String>] members as stored (`member#instance`)
+    # @param index_error [String, nil]
     # @return [void]
-    def expired(merge_request_id, members)
-      members.each do |member|
+    def notes(merge_request_id, expired, index_error = nil)
+      expired.each do |member|
         Events.emit(:marker_expired, merge_request_id: merge_request_id, member: member.sub(/#\d+\z/, ''))
       end
+      return unless index_error
+
+      Events.emit(:index_failed, merge_request_id: merge_request_id, message: index_error)
     end
   end
 end

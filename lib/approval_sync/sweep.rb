@@ -24,11 +24,13 @@ module ApprovalSync
     private
 
     def sweep_one(id, score, result)
-      _, left, due_at, jobs, expired = tracker.drain(id)
-      Jobs.expired(id, expired)
+      _, left, _, jobs, expired, index_error = tracker.drain(id)
+      Jobs.notes(id, expired, index_error)
       result[:enqueued] += Jobs.enqueue(id, jobs, event: :reset_recovered, raise_on_failure: false)
       result[:waiting] += left
-      tracker.index_settle(id, score, left.positive? ? due_at : nil)
+      # The drain keeps the index in step itself; an entry with nothing behind
+      # it (the merge request was cleared) goes, unless a newer schedule moved it.
+      tracker.index_settle(id, score, nil) if left.zero?
     end
   end
 end

@@ -1,5 +1,10 @@
 -- Forgets a merge request's markers and kept resets (after a merge or close).
 -- value = kept resets dropped.
 local dropped = #entries()
+local idx = redis.call('HGET', resets, 'idx')
 redis.call('DEL', markers, resets)
-return reply('cleared', dropped)
+local change = {}
+if idx then
+  change = { 'del', idx }
+end
+return { 'cleared', dropped, 0, {}, {}, change }

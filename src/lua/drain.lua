@@ -13,5 +13,4 @@ for _, e in ipairs(list) do
     left = left + 1
   end
 end
-touch()
-return reply('drained', left, last, jobs, expired)
+return finish_write('drained', left, last, jobs, expired)

@@ -16,5 +16,4 @@ local n_live, last = live_code_owner()
 if n_live == 0 then
   drain(entries(), jobs)
 end
-touch()
-return reply('finished', found, last, jobs, expired)
+return finish_write('finished', found, last, jobs, expired)

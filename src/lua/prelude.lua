@@ -8,6 +8,9 @@
 -- Entries are "state|deadline|dirty|oldrev|newrev|args": state w (waiting for
 -- the code-owner syncs to end), q (enqueued), r (running); dirty is 1 when a
 -- code-owner sync started while the reset ran, so its run does not count.
+-- Two more fields: "seq" numbers entries (it starts from the clock, so an id is
+-- never reused after the hash was deleted) and "idx" is the score this merge
+-- request holds in the sweep's index, present while entries wait.
 
 -- Redis 6.2 replicates scripts verbatim unless told otherwise; TIME needs effects.
 if redis.replicate_commands then
@@ -57,7 +60,7 @@ local function entries()
   local flat = redis.call('HGETALL', resets)
   local list = {}
   for i = 1, #flat, 2 do
-    if flat[i] ~= 'seq' then
+    if flat[i] ~= 'seq' and flat[i] ~= 'idx' then
       list[#list + 1] = decode(flat[i], flat[i + 1])
     end
   end
@@ -78,12 +81,22 @@ local function live_code_owner()
   return n, last
 end
 
--- Markers past their deadline belong to a process that died; drop them and
--- name them so the caller can log each one.
+-- Markers past their deadline belong to a process that died; drop them. A
+-- reset whose run passed its deadline lost its worker: it waits to run again
+-- (fail closed; a late finish of the old run finds it no longer running).
+-- Returns what expired, so the caller can log each one.
 local function purge()
   local dead = redis.call('ZRANGEBYSCORE', markers, '-inf', now)
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', markers, '-inf', now)
+  end
+  for _, e in ipairs(entries()) do
+    if e.st == 'r' and e.dl <= now then
+      e.st = 'w'
+      e.dirty = '0'
+      save(e)
+      dead[#dead + 1] = 'reset_approvals:' .. e.old .. ':' .. e.new
+    end
   end
   return dead
 end
@@ -102,6 +115,9 @@ local function drain(list, out)
 end
 
 local function add_entry(st, old, new, args)
+  if redis.call('HEXISTS', resets, 'seq') == 0 then
+    redis.call('HSET', resets, 'seq', string.format('%d', now * 1000))
+  end
   local id = redis.call('HINCRBY', resets, 'seq', 1)
   local e = { id = id, st = st, dl = now + marker_ttl, dirty = '0',
               old = old, new = new, args = args }
@@ -116,7 +132,8 @@ local function touch()
   if top[2] then
     redis.call('PEXPIRE', markers, math.max(1, tonumber(top[2]) - now))
   end
-  if redis.call('HLEN', resets) <= 1 then
+  local meta = redis.call('HEXISTS', resets, 'seq') + redis.call('HEXISTS', resets, 'idx')
+  if redis.call('HLEN', resets) <= meta then
     redis.call('DEL', resets)
   else
     redis.call('PEXPIRE', resets, pending_ttl)
@@ -132,7 +149,38 @@ local function waiting(list)
   return false
 end
 
--- Reply: { code, value, due_at, jobs, expired }.
+-- Keeps the sweep's index in step: while entries wait, the merge request must
+-- be indexed at the time they become due (the last live sync deadline, or
+-- now); once none wait, it can leave. Returns the index change for the caller
+-- to apply to the global index key, which lives in another Cluster slot:
+-- {} for none, { 'add', due } or { 'del', score last written }.
+local function index_change()
+  local idx = redis.call('HGET', resets, 'idx')
+  if waiting(entries()) then
+    local _, last = live_code_owner()
+    local due = string.format('%d', math.max(last, now))
+    if last == 0 and idx then
+      return {}
+    end
+    if idx ~= due then
+      redis.call('HSET', resets, 'idx', due)
+      return { 'add', due }
+    end
+  elseif idx then
+    redis.call('HDEL', resets, 'idx')
+    return { 'del', idx }
+  end
+  return {}
+end
+
+-- Every write ends here: index first, then TTLs (which may delete the hash).
+-- Reply: { code, value, due_at, jobs, expired, index change }.
+local function finish_write(code, value, due_at, jobs, expired)
+  local change = index_change()
+  touch()
+  return { code, value or 0, due_at or 0, jobs or {}, expired or {}, change }
+end
+
 local function reply(code, value, due_at, jobs, expired)
-  return { code, value or 0, due_at or 0, jobs or {}, expired or {} }
+  return { code, value or 0, due_at or 0, jobs or {}, expired or {}, {} }
 end

@@ -27,5 +27,4 @@ else
   pick.dl = now + marker_ttl
 end
 save(pick)
-touch()
-return reply(code, pick.id, last, {}, expired)
+return finish_write(code, pick.id, last, {}, expired)

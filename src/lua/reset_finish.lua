@@ -5,12 +5,12 @@
 local expired = purge()
 local id = ARGV[4]
 local raw = redis.call('HGET', resets, id)
-if not raw then
-  touch()
-  return reply('gone', 0, 0, {}, expired)
+local e = raw and decode(id, raw)
+if not e or e.st ~= 'r' then
+  -- Cleared after a merge, or revived after this run passed its deadline.
+  return finish_write('gone', 0, 0, {}, expired)
 end
 
-local e = decode(id, raw)
 local n_live, last = live_code_owner()
 local code, jobs = 'done', {}
 if ARGV[5] ~= '1' then
@@ -27,5 +27,4 @@ else
     drain(entries(), jobs)
   end
 end
-touch()
-return reply(code, e.id, last, jobs, expired)
+return finish_write(code, e.id, last, jobs, expired)

@@ -12,5 +12,4 @@ for i = 4, #ARGV do
     end
   end
 end
-touch()
-return reply('restored', back)
+return finish_write('restored', back)

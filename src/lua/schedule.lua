@@ -13,5 +13,4 @@ else
   list[#list + 1] = e
   drain(list, jobs)
 end
-touch()
-return reply(code, 0, last, jobs, expired)
+return finish_write(code, 0, last, jobs, expired)

@@ -14,7 +14,7 @@ else
     n = n + 1
   end
   redis.call('ZADD', markers, deadline, member .. '#' .. n)
-  count = redis.call('ZCOUNT', markers, '(' .. now, '+inf')
+  count = n
 end
 
 -- A reset that is running now reads rules this sync is about to rewrite.
@@ -26,5 +26,4 @@ if string.sub(member, 1, 11) == 'code_owner:' then
     end
   end
 end
-touch()
-return reply('started', count, 0, {}, expired)
+return finish_write('started', count, 0, {}, expired)

@@ -3,19 +3,30 @@
 -- value = { legacy, live markers, blocking entries, member syncing };
 -- writes only when kept resets are due, which it then hands out as jobs.
 local list = entries()
-local jobs = {}
+local jobs, change, expired = {}, {}, {}
 local n_live = live_code_owner()
-if n_live == 0 and waiting(list) then
-  drain(list, jobs)
+local revived = false
+for _, e in ipairs(list) do
+  revived = revived or (e.st == 'r' and e.dl <= now)
+end
+if revived or (n_live == 0 and waiting(list)) then
+  -- Rare: a sync or a reset worker died, or an enqueue failed. Recover here.
+  expired = purge()
+  list = entries()
+  if n_live == 0 then
+    drain(list, jobs)
+  end
+  change = index_change()
   touch()
 end
 
 local blocking, member_hit = 0, 0
 local member = ARGV[4]
+local is_reset = string.sub(member, 1, 16) == 'reset_approvals:'
 for _, e in ipairs(list) do
   if e.st == 'w' or e.dl > now then
     blocking = blocking + 1
-    if member ~= '' and e.old == ARGV[5] and e.new == ARGV[6] then
+    if is_reset and e.old == ARGV[5] and e.new == ARGV[6] then
       member_hit = 1
     end
   end
@@ -32,4 +43,4 @@ if member ~= '' then
 end
 
 local value = { redis.call('EXISTS', legacy), #live, blocking, member_hit }
-return reply('status', value, 0, jobs)
+return { 'status', value, 0, jobs, expired, change }

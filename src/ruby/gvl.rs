@@ -60,31 +60,49 @@ where
         cancel: cancel.clone(),
         result: None,
     };
-    // SAFETY: both pointers outlive the call; `run` catches every panic, so
-    // nothing unwinds through the C frames of the VM.
-    unsafe {
-        rb_sys::rb_thread_call_without_gvl(
-            Some(run::<F, T>),
-            &mut call as *mut Call<F, T> as *mut c_void,
-            Some(unblock),
-            Arc::as_ptr(&cancel) as *mut c_void,
-        );
-    }
-    let result = call
-        .result
-        .unwrap_or_else(|| Err(Error::Panic("call did not run".into())));
-    match result {
-        Ok(value) => Ok(value),
-        Err(err) => {
-            if cancel.is_cancelled() {
-                // Let Ruby raise what it interrupted us for.
-                // SAFETY: called with the GVL held; protect catches the jump.
-                magnus::rb_sys::protect(|| unsafe {
-                    rb_sys::rb_thread_check_ints();
-                    rb_sys::Qnil as rb_sys::VALUE
-                })?;
-            }
-            Err(super::errors::to_ruby(ruby, err))
+    loop {
+        // SAFETY: both pointers outlive the call; `run` catches every panic,
+        // so nothing unwinds through the C frames of the VM. The `2` variant
+        // never raises by itself: with an interrupt flag set it returns
+        // without calling `run`, and it does not check interrupts afterwards,
+        // so Ruby cannot jump over these frames and lose the call's result.
+        unsafe {
+            rb_sys::rb_thread_call_without_gvl2(
+                Some(run::<F, T>),
+                &mut call as *mut Call<F, T> as *mut c_void,
+                Some(unblock),
+                Arc::as_ptr(&cancel) as *mut c_void,
+            );
         }
+        if call.result.is_some() && !cancel.is_cancelled() {
+            break;
+        }
+        // Interrupted, or not started because an interrupt flag was set (a
+        // Timeout, a kill, but also the scheduler's timer): let Ruby handle
+        // it, raising here when it is an exception or a kill.
+        // SAFETY: called with the GVL held; protect catches the jump.
+        magnus::rb_sys::protect(|| unsafe {
+            rb_sys::rb_thread_check_ints();
+            rb_sys::Qnil as rb_sys::VALUE
+        })?;
+        if call.result.is_some() || cancel.is_cancelled() {
+            // Cancelled, yet nothing was raised (Thread#wakeup, a trap):
+            // the call's reply is gone, so report it rather than retry.
+            let err = match call.result.take() {
+                Some(Err(err)) if !matches!(err, Error::Interrupted) => err,
+                _ => Error::Interrupted,
+            };
+            return Err(super::errors::to_ruby(ruby, err));
+        }
+        // Only the timer or a signal handler was pending; `run` has not
+        // started, so running it now is the first and only attempt.
+    }
+    match call.result {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(err)) => Err(super::errors::to_ruby(ruby, err)),
+        None => Err(super::errors::to_ruby(
+            ruby,
+            Error::Panic("call did not run".into()),
+        )),
     }
 }

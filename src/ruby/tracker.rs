@@ -15,8 +15,16 @@ use crate::keys::MrId;
 use crate::member::Member;
 use crate::tracker::{Job, Outcome, Tracker};
 
-/// An outcome as Ruby sees it: [code, value, due_at, [[id, args], ...], expired].
-type RbOutcome = (String, i64, u64, Vec<(u64, String)>, Vec<String>);
+/// An outcome as Ruby sees it:
+/// [code, value, due_at, [[id, args], ...], expired, index_error or nil].
+type RbOutcome = (
+    String,
+    i64,
+    u64,
+    Vec<(u64, String)>,
+    Vec<String>,
+    Option<String>,
+);
 
 #[magnus::wrap(class = "ApprovalSync::Native::Tracker", free_immediately, size)]
 struct RbTracker(Arc<Tracker>);
@@ -26,7 +34,14 @@ fn jobs(jobs: Vec<Job>) -> Vec<(u64, String)> {
 }
 
 fn outcome(o: Outcome) -> RbOutcome {
-    (o.code, o.value, o.due_at, jobs(o.jobs), o.expired)
+    (
+        o.code,
+        o.value,
+        o.due_at,
+        jobs(o.jobs),
+        o.expired,
+        o.index_error,
+    )
 }
 
 fn mr(ruby: &Ruby, id: i64) -> Result<MrId, Error> {
@@ -122,13 +137,25 @@ impl RbTracker {
         rb_self.call(ruby, move |t, c| t.legacy_delete(c, id))
     }
 
+    /// [legacy?, live markers, pending resets, member live?, jobs, expired, index_error]
     #[allow(clippy::type_complexity)]
     fn status(
         ruby: &Ruby,
         rb_self: &Self,
         id: i64,
         text: Option<String>,
-    ) -> Result<(bool, u64, u64, bool, Vec<(u64, String)>), Error> {
+    ) -> Result<
+        (
+            bool,
+            u64,
+            u64,
+            bool,
+            Vec<(u64, String)>,
+            Vec<String>,
+            Option<String>,
+        ),
+        Error,
+    > {
         let id = mr(ruby, id)?;
         let member = text.map(|t| member(ruby, t)).transpose()?;
         let status = rb_self.call(ruby, move |t, c| t.status(c, id, member.as_ref()))?;
@@ -138,6 +165,8 @@ impl RbTracker {
             status.pending_resets,
             status.member_live,
             jobs(status.jobs),
+            status.expired,
+            status.index_error,
         ))
     }
 
