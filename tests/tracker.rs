@@ -1,0 +1,273 @@
+//! The core's operations on a real Redis: each field case of the coordination
+//! group at the level of the scripts, with every key and TTL checked.
+
+mod common;
+
+use std::time::Duration;
+
+use approval_sync::{Cancel, Config, Error, Kind, Member, MrId, Topology, Tracker};
+use common::RedisServer;
+
+const A: &str = "aaa1110000000000000000000000000000000000";
+const B: &str = "bbb2220000000000000000000000000000000000";
+const C: &str = "ccc3330000000000000000000000000000000000";
+const D: &str = "ddd4440000000000000000000000000000000000";
+
+fn tracker(server: &RedisServer) -> Tracker {
+    Tracker::new(Config {
+        topology: Topology::Url(server.url()),
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn mr(id: i64) -> MrId {
+    MrId::new(id).unwrap()
+}
+
+fn code_owner(old: &str, new: &str) -> Member {
+    Member::new(Kind::CodeOwner, Some(old), Some(new)).unwrap()
+}
+
+fn args(old: &str, new: &str) -> String {
+    format!("[7,9,\"refs/heads/feature\",\"{new}\",\"{old}\"]")
+}
+
+fn keys(server: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = server
+        .cli(&["KEYS", "*"])
+        .lines()
+        .map(str::to_string)
+        .filter(|k| !k.is_empty())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Every key this project wrote carries a TTL.
+fn assert_all_keys_expire(server: &RedisServer) {
+    for key in keys(server) {
+        let ttl: i64 = server.cli(&["PTTL", &key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[test]
+fn c01_overlapping_syncs_enqueue_once_after_the_last_finish() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    t.start(&c, mr(42), &code_owner(B, C)).unwrap();
+    let kept = t.schedule(&c, mr(42), Some(B), C, &args(B, C)).unwrap();
+    assert_eq!(kept.code, "kept");
+    assert!(kept.jobs.is_empty());
+    assert_all_keys_expire(&server);
+
+    let first = t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert!(
+        first.jobs.is_empty(),
+        "enqueued before the last sync finished"
+    );
+
+    let last = t.finish(&c, mr(42), &code_owner(B, C)).unwrap();
+    assert_eq!(last.jobs.len(), 1);
+    assert_eq!(last.jobs[0].args, args(B, C));
+
+    let run = t.reset_begin(&c, mr(42), Some(B), C, &args(B, C)).unwrap();
+    assert_eq!(run.code, "run");
+    let done = t.reset_finish(&c, mr(42), run.value as u64, true).unwrap();
+    assert_eq!(done.code, "done");
+    assert!(keys(&server).is_empty(), "left: {:?}", keys(&server));
+}
+
+#[test]
+fn c02_every_range_is_kept_in_push_order() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    for (old, new) in [(A, B), (B, C), (C, D)] {
+        assert_eq!(
+            t.schedule(&c, mr(42), Some(old), new, &args(old, new))
+                .unwrap()
+                .code,
+            "kept"
+        );
+    }
+    let out = t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    let got: Vec<&str> = out.jobs.iter().map(|j| j.args.as_str()).collect();
+    assert_eq!(got, [args(A, B), args(B, C), args(C, D)]);
+}
+
+#[test]
+fn same_push_twice_is_counted_but_create_is_not() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let push = code_owner(A, B);
+
+    t.start(&c, mr(42), &push).unwrap();
+    assert_eq!(t.start(&c, mr(42), &push).unwrap().value, 2);
+    t.finish(&c, mr(42), &push).unwrap();
+    assert!(t.status(&c, mr(42), Some(&push)).unwrap().member_live);
+    t.finish(&c, mr(42), &push).unwrap();
+    assert!(!t.status(&c, mr(42), None).unwrap().syncing());
+
+    let create = Member::new(Kind::CodeOwner, None, None).unwrap();
+    t.start(&c, mr(42), &create).unwrap();
+    t.start(&c, mr(42), &create).unwrap();
+    t.finish(&c, mr(42), &create).unwrap();
+    assert!(!t.status(&c, mr(42), None).unwrap().syncing());
+    assert!(keys(&server).is_empty());
+}
+
+#[test]
+fn a_sync_starting_during_a_reset_makes_it_run_again() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    let queued = t.schedule(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert_eq!(queued.code, "enqueue");
+    let run = t.reset_begin(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert_eq!(run.code, "run");
+
+    t.start(&c, mr(42), &code_owner(B, C)).unwrap();
+    let end = t.reset_finish(&c, mr(42), run.value as u64, true).unwrap();
+    assert_eq!(end.code, "rerun");
+    assert!(end.jobs.is_empty(), "re-enqueued while the sync still runs");
+
+    let fin = t.finish(&c, mr(42), &code_owner(B, C)).unwrap();
+    assert_eq!(
+        fin.jobs.len(),
+        1,
+        "the overlapped reset runs again after the sync"
+    );
+}
+
+#[test]
+fn a_reset_waits_while_a_sync_runs() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    let wait = t.reset_begin(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert_eq!(wait.code, "wait");
+    let fin = t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert_eq!(fin.jobs.len(), 1);
+}
+
+#[test]
+fn expired_markers_release_kept_resets_once_and_the_index_follows() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let base = 1_000_000_000_000;
+    t.set_clock(Some(base));
+
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    t.schedule(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert!(
+        t.index_due(&c, 10).unwrap().is_empty(),
+        "due before the marker expired"
+    );
+
+    let after = base + Duration::from_secs(301).as_millis() as u64;
+    t.set_clock(Some(after));
+    let due = t.index_due(&c, 10).unwrap();
+    assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), [mr(42)]);
+
+    let first = t.drain(&c, mr(42)).unwrap();
+    assert_eq!(first.jobs.len(), 1);
+    assert_eq!(first.expired.len(), 1);
+    assert!(
+        t.drain(&c, mr(42)).unwrap().jobs.is_empty(),
+        "drained twice"
+    );
+    assert!(t.index_due(&c, 10).unwrap().is_empty(), "index not cleared");
+}
+
+#[test]
+fn a_failed_enqueue_puts_the_reset_back() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    let out = t.schedule(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    let id = out.jobs[0].id;
+    assert_eq!(t.restore(&c, mr(42), &[id]).unwrap().value, 1);
+    let again = t.status(&c, mr(42), None).unwrap();
+    assert_eq!(again.jobs.len(), 1, "a later call hands it out again");
+    assert!(
+        t.status(&c, mr(42), None).unwrap().jobs.is_empty(),
+        "only once"
+    );
+}
+
+#[test]
+fn clear_forgets_everything_and_a_late_finish_enqueues_nothing() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    t.schedule(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert_eq!(t.clear(&c, mr(42)).unwrap().value, 1);
+    let late = t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert!(late.jobs.is_empty());
+    assert!(keys(&server).is_empty(), "left: {:?}", keys(&server));
+}
+
+#[test]
+fn a_bystander_merge_request_never_changes() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    t.legacy_set(&c, mr(43), 15).unwrap();
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    t.schedule(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    let snap = t.snapshot(&c, mr(43)).unwrap();
+    assert!(snap.markers.is_empty() && snap.entries.is_empty());
+    assert!(snap.legacy_ttl_ms.unwrap() > 0);
+}
+
+#[test]
+fn a_key_of_the_wrong_type_is_named() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    server.cli(&["LPUSH", "approval_sync:{mr_42_cannot_merge}:resets", "x"]);
+
+    match t.start(&c, mr(42), &code_owner(A, B)) {
+        Err(Error::WrongType { key, .. }) => {
+            assert_eq!(key, "approval_sync:{mr_42_cannot_merge}:resets")
+        }
+        other => panic!("expected WrongType, got {other:?}"),
+    }
+    assert_eq!(keys(&server), ["approval_sync:{mr_42_cannot_merge}:resets"]);
+}
+
+#[test]
+fn legacy_flag_is_gitlabs_key_and_ttl() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+
+    t.legacy_set(&c, mr(42), 15).unwrap();
+    assert_eq!(server.cli(&["GET", "mr_42_cannot_merge"]).trim(), "true");
+    let ttl: i64 = server
+        .cli(&["TTL", "mr_42_cannot_merge"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((14..=15).contains(&ttl));
+    assert!(t.legacy_exists(&c, mr(42)).unwrap());
+    t.legacy_delete(&c, mr(42)).unwrap();
+    assert!(keys(&server).is_empty());
+}
