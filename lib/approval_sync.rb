@@ -1,16 +1,16 @@
 # frozen_string_literal: true
 
-require 'logger'
-require_relative 'approval_sync/version'
-require_relative 'approval_sync/errors'
-require_relative 'approval_sync/configuration'
-require 'approval_sync/approval_sync'
-require_relative 'approval_sync/validate'
-require_relative 'approval_sync/events'
-require_relative 'approval_sync/jobs'
-require_relative 'approval_sync/approval_state'
-require_relative 'approval_sync/approval_rules_sync_coordinator'
-require_relative 'approval_sync/sweep'
+require "logger"
+require_relative "approval_sync/version"
+require_relative "approval_sync/errors"
+require_relative "approval_sync/configuration"
+require "approval_sync/approval_sync"
+require_relative "approval_sync/validate"
+require_relative "approval_sync/events"
+require_relative "approval_sync/jobs"
+require_relative "approval_sync/approval_state"
+require_relative "approval_sync/approval_rules_sync_coordinator"
+require_relative "approval_sync/sweep"
 
 # Deterministic tracking of GitLab EE's code-owner rule syncs and the
 # approval resets that must wait for them, behind the feature flag

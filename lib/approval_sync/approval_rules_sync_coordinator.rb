@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-require 'json'
+require "json"
 
 module ApprovalSync
   # Orders code-owner rule syncs and approval resets of one merge request.
@@ -39,9 +39,9 @@ module ApprovalSync
     # @yield the sync itself
     # @return [Object] the block's value
     def sync_code_owners!(oldrev:, newrev:)
-      raise ArgumentError, 'sync_code_owners! needs a block' unless block_given?
+      raise ArgumentError, "sync_code_owners! needs a block" unless block_given?
 
-      member = "code_owner:#{Validate.rev(oldrev, 'oldrev')}:#{Validate.rev(newrev, 'newrev')}"
+      member = "code_owner:#{Validate.rev(oldrev, "oldrev")}:#{Validate.rev(newrev, "newrev")}"
       return yield unless deterministic?
 
       @state.start_approval_rules_sync!(member)
@@ -104,7 +104,7 @@ module ApprovalSync
 
       code, _, _, jobs, expired, index_error = tracker.schedule(merge_request_id, oldrev, newrev, JSON.generate(args))
       Jobs.notes(merge_request_id, expired, index_error)
-      return kept(args) if code == 'kept'
+      return kept(args) if code == "kept"
 
       Jobs.enqueue(merge_request_id, jobs)
       :enqueued
@@ -119,8 +119,8 @@ module ApprovalSync
     # @param (see #schedule_reset_approvals!)
     # @yield the reset itself
     # @return [Boolean] true when the block ran, false when the reset waits for a sync
-    def reset_approvals!(project_id:, user_id:, ref:, newrev:, oldrev: nil)
-      raise ArgumentError, 'reset_approvals! needs a block' unless block_given?
+    def reset_approvals!(project_id:, user_id:, ref:, newrev:, oldrev: nil, &block)
+      raise ArgumentError, "reset_approvals! needs a block" unless block_given?
 
       args = reset_args(project_id, user_id, ref, newrev, oldrev)
       unless deterministic?
@@ -129,11 +129,11 @@ module ApprovalSync
       end
 
       code, entry, _, _, expired, index_error = tracker.reset_begin(merge_request_id, oldrev, newrev,
-                                                                   JSON.generate(args))
+                                                                    JSON.generate(args))
       Jobs.notes(merge_request_id, expired, index_error)
-      return waiting(args) if code == 'wait'
+      return waiting(args) if code == "wait"
 
-      run_reset(entry, args) { yield }
+      run_reset(entry, args, &block)
     end
 
     # Forgets the merge request's sync markers and kept resets, for a merged
@@ -159,13 +159,13 @@ module ApprovalSync
 
     def code_owner_member(oldrev, newrev)
       revs = Validate.rev_pair(oldrev, newrev)
-      revs ? "code_owner:#{revs.join(':')}" : 'code_owner:create'
+      revs ? "code_owner:#{revs.join(":")}" : "code_owner:create"
     end
 
     def reset_args(project_id, user_id, ref, newrev, oldrev)
-      args = [Validate.positive_id(project_id, 'project_id'), Validate.positive_id(user_id, 'user_id'),
-              Validate.ref(ref), Validate.rev(newrev, 'newrev')]
-      args << Validate.rev(oldrev, 'oldrev') unless oldrev.nil?
+      args = [Validate.positive_id(project_id, "project_id"), Validate.positive_id(user_id, "user_id"),
+              Validate.ref(ref), Validate.rev(newrev, "newrev")]
+      args << Validate.rev(oldrev, "oldrev") unless oldrev.nil?
       args
     end
 
@@ -193,7 +193,7 @@ module ApprovalSync
     def settle_reset(entry, args, completed)
       code, _, _, jobs, expired, index_error = tracker.reset_finish(merge_request_id, entry, completed)
       Jobs.notes(merge_request_id, expired, index_error)
-      event = { 'done' => :reset_done, 'rerun' => :reset_rerun, 'dropped' => :reset_dropped }.fetch(code, :reset_gone)
+      event = { "done" => :reset_done, "rerun" => :reset_rerun, "dropped" => :reset_dropped }.fetch(code, :reset_gone)
       Events.emit(event, merge_request_id: merge_request_id, args: args)
       Jobs.enqueue(merge_request_id, jobs, event: :reset_rerun_enqueued)
     end

@@ -51,14 +51,14 @@ module ApprovalSync
     attr_accessor :instrumenter
 
     def initialize
-      @redis_url = ENV.fetch('REDIS_URL', 'redis://127.0.0.1:6379/0')
+      @redis_url = ENV.fetch("REDIS_URL", "redis://127.0.0.1:6379/0")
       @connect_timeout = 1.0
       @read_timeout = 1.0
       @marker_ttl = 300
       @pending_ttl = 3600
       @tls_insecure = false
       @deterministic_sync = ->(_merge_request) { false }
-      @reset_approvals_worker = 'MergeRequestResetApprovalsWorker'
+      @reset_approvals_worker = "MergeRequestResetApprovalsWorker"
       @logger = nil
       @instrumenter = nil
     end
@@ -71,7 +71,7 @@ module ApprovalSync
         next if value.nil?
 
         value = Float(value) if %i[connect_timeout read_timeout marker_ttl pending_ttl].include?(name)
-        settings[name == :redis_url ? 'url' : name.to_s] = value
+        settings[name == :redis_url ? "url" : name.to_s] = value
       end
     end
 
@@ -94,11 +94,11 @@ module ApprovalSync
         value = public_send(name)
         next if value.nil?
 
-        value = '***' if %i[password sentinel_password].include?(name)
+        value = "***" if %i[password sentinel_password].include?(name)
         value = Redaction.url(value) if name == :redis_url
         "#{name}=#{value.inspect}"
       end
-      "#<#{self.class.name} #{shown.join(' ')}>"
+      "#<#{self.class.name} #{shown.join(" ")}>"
     end
     alias to_s inspect
   end

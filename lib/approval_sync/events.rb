@@ -22,7 +22,7 @@ module ApprovalSync
     # @return [void]
     def log(logger, name, payload)
       fields = payload.map { |key, value| "#{key}=#{value.is_a?(String) ? value : value.inspect}" }
-      line = "approval_sync event=#{name} #{fields.join(' ')}"
+      line = "approval_sync event=#{name} #{fields.join(" ")}"
       ERRORS.include?(name) ? logger.error(line) : logger.info(line)
     end
   end

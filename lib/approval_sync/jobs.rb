@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-require 'json'
+require "json"
 
 module ApprovalSync
   # Hands kept resets to the reset worker. Redis already marked them enqueued;
@@ -23,7 +23,10 @@ module ApprovalSync
         send_one(worker, merge_request_id, entry, args, event)
       rescue StandardError => e
         put_back(merge_request_id, jobs.drop(index), e)
-        raise EnqueueError, "perform_async failed, #{jobs.size - index} reset(s) kept for a later call: #{e.message}" if raise_on_failure
+        if raise_on_failure
+          raise EnqueueError,
+                "perform_async failed, #{jobs.size - index} reset(s) kept for a later call: #{e.message}"
+        end
 
         return index
       end
@@ -57,7 +60,7 @@ module ApprovalSync
     # @return [void]
     def notes(merge_request_id, expired, index_error = nil)
       expired.each do |member|
-        Events.emit(:marker_expired, merge_request_id: merge_request_id, member: member.sub(/#\d+\z/, ''))
+        Events.emit(:marker_expired, merge_request_id: merge_request_id, member: member.sub(/#\d+\z/, ""))
       end
       return unless index_error
 

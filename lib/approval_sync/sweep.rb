@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+# The fail-closed sweep, part of the ApprovalSync module.
 module ApprovalSync
   class << self
     # Enqueues kept resets whose syncs died without finishing. Meant for a
@@ -10,8 +11,8 @@ module ApprovalSync
     # @param dry_run [Boolean] report what is due without enqueuing
     # @return [Hash{Symbol => Object}] :due (ids looked at), :enqueued, :waiting
     def sweep!(limit: 100, dry_run: false)
-      raise TypeError, 'limit must be an Integer' unless limit.is_a?(Integer)
-      raise ArgumentError, 'limit must be between 1 and 10000' unless limit.between?(1, 10_000)
+      raise TypeError, "limit must be an Integer" unless limit.is_a?(Integer)
+      raise ArgumentError, "limit must be between 1 and 10000" unless limit.between?(1, 10_000)
 
       due = tracker.index_due(limit)
       result = { due: due.map(&:first), enqueued: 0, waiting: 0 }

@@ -16,7 +16,7 @@ module ApprovalSync
     # @return [Integer] the id of a merge request object or a positive Integer
     def merge_request_id(merge_request)
       id = merge_request.respond_to?(:id) && !merge_request.is_a?(Integer) ? merge_request.id : merge_request
-      positive_id(id, 'merge request id')
+      positive_id(id, "merge request id")
     end
 
     # @return [Integer] a positive Integer that fits a database id
@@ -30,7 +30,10 @@ module ApprovalSync
     # @return [String] a git SHA
     def rev(value, name)
       text = string(value, name)
-      raise ArgumentError, "#{name} must be a git SHA of 7 to 64 hex digits, got #{text[0, 80].inspect}" unless text.match?(SHA)
+      unless text.match?(SHA)
+        raise ArgumentError,
+              "#{name} must be a git SHA of 7 to 64 hex digits, got #{text[0, 80].inspect}"
+      end
 
       text
     end
@@ -43,32 +46,38 @@ module ApprovalSync
     # @return [Array(String, String), nil] both revs, or nil when neither is given
     def rev_pair(oldrev, newrev)
       return nil if oldrev.nil? && newrev.nil?
-      raise ArgumentError, 'oldrev and newrev must be given together, or neither' if oldrev.nil? || newrev.nil?
+      raise ArgumentError, "oldrev and newrev must be given together, or neither" if oldrev.nil? || newrev.nil?
 
-      [rev(oldrev, 'oldrev'), rev(newrev, 'newrev')]
+      [rev(oldrev, "oldrev"), rev(newrev, "newrev")]
     end
 
     # @return [String] a member of the seed's form
     def member(value)
-      text = string(value, 'member')
+      text = string(value, "member")
       return text if text.match?(MEMBER)
 
       raise ArgumentError,
-            'member must look like code_owner:OLDREV:NEWREV, reset_approvals:OLDREV:NEWREV ' \
+            "member must look like code_owner:OLDREV:NEWREV, reset_approvals:OLDREV:NEWREV " \
             "or code_owner:create, got #{text[0, 80].inspect}"
     end
 
     # @return [String] a branch ref
     def ref(value)
-      text = string(value, 'ref')
-      raise ArgumentError, 'ref must be 1 to 1024 bytes without NUL' if text.empty? || text.bytesize > 1024 || text.include?("\0")
+      text = string(value, "ref")
+      if text.empty? || text.bytesize > 1024 || text.include?("\0")
+        raise ArgumentError,
+              "ref must be 1 to 1024 bytes without NUL"
+      end
 
       text
     end
 
     # @return [Integer] a TTL in whole seconds
     def ttl(value)
-      raise TypeError, "ttl must be an Integer number of seconds, got #{value.inspect[0, 80]}" unless value.is_a?(Integer)
+      unless value.is_a?(Integer)
+        raise TypeError,
+              "ttl must be an Integer number of seconds, got #{value.inspect[0, 80]}"
+      end
       raise ArgumentError, "ttl must be between 1 and 86400 seconds, got #{value}" unless value.between?(1, 86_400)
 
       value
