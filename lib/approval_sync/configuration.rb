@@ -85,7 +85,8 @@ module ApprovalSync
 
       raise ConfigurationError, "reset_approvals_worker #{worker.inspect} must answer perform_async and perform_in"
     rescue NameError => e
-      raise ConfigurationError, "reset_approvals_worker #{reset_approvals_worker.inspect} is not defined: #{e.message}"
+      raise ConfigurationError, "reset_approvals_worker #{reset_approvals_worker.inspect} is not defined " \
+                                "(uninitialized constant #{e.name})"
     end
 
     # @return [String] the settings, with secrets hidden

@@ -18,9 +18,10 @@ module ApprovalSync
     def enqueue(merge_request_id, jobs, event: :reset_enqueued, raise_on_failure: true)
       return 0 if jobs.empty?
 
-      worker = ApprovalSync.config.worker
       jobs.each_with_index do |(entry, args), index|
-        send_one(worker, merge_request_id, entry, args, event)
+        # Resolved per job inside the rescue: a worker constant that does not
+        # load must put the resets back like any other enqueue failure.
+        send_one(ApprovalSync.config.worker, merge_request_id, entry, args, event)
       rescue StandardError => e
         put_back(merge_request_id, jobs.drop(index), e)
         if raise_on_failure
