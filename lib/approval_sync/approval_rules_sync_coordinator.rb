@@ -95,14 +95,60 @@ module ApprovalSync
     # @return [Symbol] :enqueued, :kept, or :delayed (flag off)
     # @raise [EnqueueError] when the worker could not be reached (the reset is kept)
     def schedule_reset_approvals!(project_id:, user_id:, ref:, newrev:, oldrev: nil)
-      args = reset_args(project_id, user_id, ref, newrev, oldrev)
+      args = self.class.reset_args(project_id, user_id, ref, newrev, oldrev)
       unless deterministic?
         @state.temporarily_unapprove!(PUSH_TTL)
         ApprovalSync.config.worker.perform_in(RESET_DELAY, *args)
         return :delayed
       end
 
-      code, _, _, jobs, expired, index_error = tracker.schedule(merge_request_id, oldrev, newrev, JSON.generate(args))
+      schedule_tracked(args)
+    end
+
+    # Schedules one push's reset for every open merge request of the pushed
+    # branch, call for call as EE's push flow does: for the merge requests
+    # with the flag off, the legacy flag on each and ONE delayed job for the
+    # push; for those with the flag on, each reset kept or enqueued on its own.
+    # The flag is asked once per merge request. Everything is validated first.
+    # @param merge_requests [Array<#id, Integer>]
+    # @param (see #schedule_reset_approvals!)
+    # @return [Hash{Integer => Symbol}] merge request id => :enqueued, :kept or :delayed
+    # rubocop:disable Metrics/ParameterLists -- the worker's own keywords, plus the merge requests
+    def self.schedule_reset_approvals_for_push!(merge_requests, project_id:, user_id:, ref:, newrev:, oldrev: nil)
+      args = reset_args(project_id, user_id, ref, newrev, oldrev)
+      coordinators = Array(merge_requests).map { |merge_request| new(merge_request) }
+      tracked, legacy = coordinators.partition(&:deterministic?)
+
+      results = {}
+      legacy.each do |coordinator|
+        coordinator.state.temporarily_unapprove!(PUSH_TTL)
+        results[coordinator.merge_request_id] = :delayed
+      end
+      ApprovalSync.config.worker.perform_in(RESET_DELAY, *args) unless legacy.empty?
+      tracked.each { |coordinator| results[coordinator.merge_request_id] = coordinator.schedule_tracked(args) }
+      results
+    end
+    # rubocop:enable Metrics/ParameterLists
+
+    # The worker's arguments, checked: project_id, user_id, ref, newrev[, oldrev].
+    # @return [Array]
+    # @raise [TypeError, ArgumentError]
+    def self.reset_args(project_id, user_id, ref, newrev, oldrev)
+      args = [Validate.positive_id(project_id, "project_id"), Validate.positive_id(user_id, "user_id"),
+              Validate.ref(ref), Validate.rev(newrev, "newrev")]
+      args << Validate.rev(oldrev, "oldrev") unless oldrev.nil?
+      args
+    end
+
+    # @api private
+    # @return [ApprovalState] the state object this coordinator writes through
+    attr_reader :state
+
+    # @api private
+    # The flag-on half of {#schedule_reset_approvals!}, for checked args.
+    # @return [Symbol] :enqueued or :kept
+    def schedule_tracked(args)
+      code, _, _, jobs, expired, index_error = tracker.schedule(merge_request_id, args[4], args[3], JSON.generate(args))
       Jobs.notes(merge_request_id, expired, index_error)
       return kept(args) if code == "kept"
 
@@ -122,7 +168,7 @@ module ApprovalSync
     def reset_approvals!(project_id:, user_id:, ref:, newrev:, oldrev: nil, &block)
       raise ArgumentError, "reset_approvals! needs a block" unless block_given?
 
-      args = reset_args(project_id, user_id, ref, newrev, oldrev)
+      args = self.class.reset_args(project_id, user_id, ref, newrev, oldrev)
       unless deterministic?
         yield
         return true
@@ -160,13 +206,6 @@ module ApprovalSync
     def code_owner_member(oldrev, newrev)
       revs = Validate.rev_pair(oldrev, newrev)
       revs ? "code_owner:#{revs.join(":")}" : "code_owner:create"
-    end
-
-    def reset_args(project_id, user_id, ref, newrev, oldrev)
-      args = [Validate.positive_id(project_id, "project_id"), Validate.positive_id(user_id, "user_id"),
-              Validate.ref(ref), Validate.rev(newrev, "newrev")]
-      args << Validate.rev(oldrev, "oldrev") unless oldrev.nil?
-      args
     end
 
     def kept(args)
