@@ -31,7 +31,8 @@ RSpec.describe ApprovalSync::ApprovalRulesSyncCoordinator, ".schedule_reset_appr
 
   it "with the flag on: each merge request keeps or enqueues its own reset" do
     configure([42, 43])
-    ApprovalSync::ApprovalRulesSyncCoordinator.new(42).start_code_owner_sync!(oldrev: rev(:aaa111), newrev: rev(:bbb222))
+    ApprovalSync::ApprovalRulesSyncCoordinator.new(42).start_code_owner_sync!(oldrev: rev(:aaa111),
+                                                                              newrev: rev(:bbb222))
 
     results = described_class.schedule_reset_approvals_for_push!([42, 43], **params)
 
