@@ -341,13 +341,13 @@ module ApprovalSync
         nil
       end
 
-      # Runs an example, then clears every merge request it touched. A Redis
-      # that cannot be reached at cleanup time is reported, not raised, so
-      # the example's own result stands.
+      # Runs an example, then clears every merge request touched since the
+      # last cleanup (by the example, its hooks, or {Helpers#approval_sync_touch}).
+      # A Redis that cannot be reached at cleanup time is reported, not
+      # raised, so the example's own result stands.
       # @yield the example
       # @return [void]
       def isolate
-        Touched.take
         yield
       ensure
         touched = Touched.take
