@@ -353,6 +353,8 @@ module ApprovalSync
         touched = Touched.take
         begin
           clear_merge_requests!(touched)
+        rescue ApprovalSync::ConfigurationError
+          nil # the example left settings that cannot connect, so it wrote nothing either
         rescue ApprovalSync::Error => e
           warn "approval_sync/rspec: could not clear merge requests #{touched.inspect}: #{e.class}: #{e.message}"
         end
