@@ -19,6 +19,9 @@ use tokio::sync::Notify;
 use crate::config::{Config, Tls, Topology};
 use crate::error::{Error, Result};
 
+/// The name of every connection this gem opens to a single server.
+pub const CLIENT_NAME: &str = "approval_sync";
+
 /// Lets another thread abandon a call that is waiting on Redis.
 #[derive(Debug, Default)]
 pub struct Cancel {
@@ -451,21 +454,32 @@ async fn connect(config: &Config) -> Result<Conn> {
     let async_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.read_timeout));
-    match build_client(config)? {
+    let conn = match build_client(config)? {
         Built::Single(client) => client
             .get_multiplexed_async_connection_with_config(&async_config)
             .await
-            .map(Conn::Single)
-            .map_err(redis_err),
-        Built::Cluster(client) => client
-            .get_async_connection()
-            .await
-            .map(Conn::Cluster)
-            .map_err(redis_err),
+            .map_err(redis_err)?,
+        Built::Cluster(client) => {
+            return client
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster)
+                .map_err(redis_err)
+        }
         Built::Sentinel(mut client) => client
             .get_async_connection_with_config(&async_config)
             .await
-            .map(Conn::Single)
-            .map_err(redis_err),
-    }
+            .map_err(redis_err)?,
+    };
+    Ok(Conn::Single(named(conn).await))
+}
+
+/// Names the connection in CLIENT LIST, so operators can tell this gem's one
+/// connection per process from the host's others. Best effort: an ACL that
+/// forbids CLIENT SETNAME must not stop the gem from working.
+async fn named(mut conn: MultiplexedConnection) -> MultiplexedConnection {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("SETNAME").arg(CLIENT_NAME);
+    let _ignored: redis::RedisResult<()> = cmd.query_async(&mut conn).await;
+    conn
 }

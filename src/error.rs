@@ -23,7 +23,7 @@ pub enum Error {
     Connection(String),
 
     /// A key of this project holds another type than the one it must hold.
-    #[error("key {key} holds the wrong type: {detail}")]
+    #[error("wrong type: {detail}")]
     WrongType { key: String, detail: String },
 
     /// Redis answered something other than what the protocol expects.
@@ -45,31 +45,34 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Maps a redis-rs error to ours, keeping the key named by our scripts.
     pub(crate) fn from_redis(err: redis::RedisError, timeout: Duration) -> Error {
-        if let Some(code) = err.code() {
-            let detail = err.detail().unwrap_or_default().to_string();
-            match code {
-                "ASWRONGTYPE" => return wrong_type(&detail),
-                "WRONGTYPE" => {
-                    return Error::WrongType {
-                        key: "(unknown)".into(),
-                        detail,
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Lua errors arrive wrapped by the server: "... ASWRONGTYPE key holds ...".
+        // Our scripts raise "ASWRONGTYPE <key> holds ...": as the error code
+        // itself (`error({err = ...})` on Redis 7) or inside the server's
+        // wrapping of a script error ("ERR Error running script ...: @user_script:29:
+        // ASWRONGTYPE ..." for `error('...')`, which Redis 6.2 needs).
         let text = err.to_string();
         if let Some(at) = text.find("ASWRONGTYPE ") {
-            return wrong_type(&text[at + "ASWRONGTYPE ".len()..]);
+            return wrong_type(&clean(&text[at + "ASWRONGTYPE ".len()..]));
+        }
+        if let Some(code) = err.code() {
+            let detail = clean(err.detail().unwrap_or_default());
+            return match code {
+                "ASWRONGTYPE" => wrong_type(&detail),
+                "WRONGTYPE" => Error::WrongType {
+                    key: "(unknown)".into(),
+                    detail: format!("(unknown) {detail}"),
+                },
+                // The server cannot serve us now, but another one, or this one
+                // after a reconnect, can: a demoted master, a node that is
+                // loading, a cluster or auth that changed under us.
+                "READONLY" | "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "NOAUTH"
+                | "WRONGPASS" | "NOPERM" => Error::Connection(format!("{code} {detail}")),
+                _ => Error::Protocol(format!("{code} {detail}")),
+            };
         }
         if err.is_timeout() {
             return Error::Timeout(timeout);
         }
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-            return Error::Connection(text);
-        }
-        Error::Connection(text)
+        Error::Connection(crate::config::redact_url(&text))
     }
 
     /// True when the connection that produced this error must not be reused.
@@ -86,5 +89,44 @@ fn wrong_type(detail: &str) -> Error {
     Error::WrongType {
         key: key.to_string(),
         detail: detail.trim().to_string(),
+    }
+}
+
+/// Drops what Redis 7 appends to errors raised inside a script
+/// (" script: <sha>, on @user_script:29."), which says nothing to a caller.
+fn clean(detail: &str) -> String {
+    let end = detail.find(" script: ").unwrap_or(detail.len());
+    detail[..end]
+        .trim()
+        .trim_end_matches('.')
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_noise_is_stripped_from_wrong_type_errors() {
+        let detail = "approval_sync:{mr_42_cannot_merge}:markers holds a string, expected a \
+                      zset script: 0123abcd, on @user_script:29.";
+        let err = wrong_type(&clean(detail));
+        assert_eq!(
+            err.to_string(),
+            "wrong type: approval_sync:{mr_42_cannot_merge}:markers holds a string, expected a zset"
+        );
+        let Error::WrongType { key, .. } = err else {
+            panic!("not a wrong type error")
+        };
+        assert_eq!(key, "approval_sync:{mr_42_cannot_merge}:markers");
+    }
+
+    #[test]
+    fn a_timeout_keeps_its_duration() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        let err = Error::from_redis(redis::RedisError::from(io), Duration::from_millis(250));
+        assert!(matches!(err, Error::Timeout(d) if d == Duration::from_millis(250)));
+        assert!(err.poisons_connection());
     }
 }

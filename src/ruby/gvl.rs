@@ -74,7 +74,9 @@ where
                 Arc::as_ptr(&cancel) as *mut c_void,
             );
         }
-        if call.result.is_some() && !cancel.is_cancelled() {
+        // A call that completed is never reported as failed, even when an
+        // interrupt came in just after; Ruby raises that one at its next check.
+        if matches!(call.result, Some(Ok(_))) || (call.result.is_some() && !cancel.is_cancelled()) {
             break;
         }
         // Interrupted, or not started because an interrupt flag was set (a

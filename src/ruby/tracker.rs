@@ -59,11 +59,38 @@ fn get<T: TryConvert>(hash: RHash, key: &str) -> Result<Option<T>, Error> {
     }
 }
 
+/// A database number: an Integer from 0, never a Float quietly truncated.
+fn database(hash: RHash) -> Result<Option<i64>, Error> {
+    // UNWRAP: config() runs inside a Ruby method call, on a Ruby thread.
+    let ruby = Ruby::get().unwrap();
+    match hash.get("db") {
+        Some(v) if !v.is_nil() => match magnus::Integer::from_value(v).map(|i| i.to_i64()) {
+            Some(Ok(db)) if db >= 0 => Ok(Some(db)),
+            _ => Err(to_ruby(
+                &ruby,
+                crate::error::Error::Config(format!("db must be an Integer from 0, got {v}")),
+            )),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// A positive number of seconds; anything else is a configuration error
+/// rather than a silent fallback to the default.
 fn seconds(hash: RHash, key: &str, default: Duration) -> Result<Duration, Error> {
-    Ok(get::<f64>(hash, key)?
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(default))
+    let Some(secs) = get::<f64>(hash, key)? else {
+        return Ok(default);
+    };
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() && secs <= 1e9 => Ok(d),
+        _ => {
+            let err = crate::error::Error::Config(format!(
+                "{key} must be a positive number of seconds, got {secs}"
+            ));
+            // UNWRAP: config() runs inside a Ruby method call, on a Ruby thread.
+            Err(to_ruby(&Ruby::get().unwrap(), err))
+        }
+    }
 }
 
 fn config(hash: RHash) -> Result<Config, Error> {
@@ -97,7 +124,7 @@ fn config(hash: RHash) -> Result<Config, Error> {
         topology,
         username: get(hash, "username")?,
         password: get(hash, "password")?,
-        db: get(hash, "db")?,
+        db: database(hash)?,
         tls,
         connect_timeout: seconds(hash, "connect_timeout", defaults.connect_timeout)?,
         read_timeout: seconds(hash, "read_timeout", defaults.read_timeout)?,
