@@ -119,7 +119,10 @@ RSpec.describe ApprovalSync::ApprovalRulesSyncCoordinator do
         if enabled
           expect(redis_keys).to eq([markers])
           expect(redis.zrange(markers, 0, -1)).to eq(["code_owner:create#1"])
-          expect(redis.pttl(markers)).to be_between(299_000, 300_000)
+          deadline = redis.zscore(markers, "code_owner:create#1")
+          seconds, micros = redis.time
+          expect(deadline - ((seconds * 1000) + (micros / 1000))).to be_between(298_000, 300_000)
+          expect(redis.pttl(markers)).to be_between(599_000, 600_000)
           expect(coordinator).to be_syncing_approvals.for("code_owner:create")
         else
           expect(redis_keys).to eq([legacy])

@@ -45,11 +45,14 @@ module ApprovalSync
       return yield unless deterministic?
 
       @state.start_approval_rules_sync!(member)
+      completed = false
       begin
         result = yield
-      rescue Exception # rubocop:disable Lint/RescueException -- a kill or Timeout must finish the sync too
-        finish_quietly(member)
-        raise
+        completed = true
+      ensure
+        # An ensure, not a rescue: Thread#kill and Timeout unwind without an
+        # exception a rescue clause could see, and must finish the sync too.
+        finish_quietly(member) unless completed
       end
       @state.finish_approval_rules_sync!(member)
       result

@@ -125,12 +125,14 @@ local function add_entry(st, old, new, args)
   return e
 end
 
--- Keys always carry a TTL, set in the same step that writes them: markers
--- live as long as their latest deadline, resets outlive the markers.
+-- Keys always carry a TTL, set in the same step that writes them. Markers
+-- outlive their latest deadline by one more marker TTL, so the call that
+-- finds a dead sync's marker can still name it in the log; resets outlive
+-- the markers.
 local function touch()
   local top = redis.call('ZRANGE', markers, -1, -1, 'WITHSCORES')
   if top[2] then
-    redis.call('PEXPIRE', markers, math.max(1, tonumber(top[2]) - now))
+    redis.call('PEXPIRE', markers, math.max(1, tonumber(top[2]) - now + marker_ttl))
   end
   local meta = redis.call('HEXISTS', resets, 'seq') + redis.call('HEXISTS', resets, 'idx')
   if redis.call('HLEN', resets) <= meta then
