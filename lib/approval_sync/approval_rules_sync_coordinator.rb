@@ -20,14 +20,12 @@ module ApprovalSync
     # Legacy delay of the reset worker, in seconds.
     RESET_DELAY = 10
 
-    # @return [Integer] the merge request id
-    attr_reader :merge_request_id
+    include MergeRequestScope
 
     # @param merge_request [#id, Integer] a merge request, or its positive id
     # @raise [TypeError, ArgumentError] for anything else
     def initialize(merge_request)
-      @merge_request = merge_request
-      @merge_request_id = Validate.merge_request_id(merge_request)
+      super
       @state = ApprovalState.new(merge_request)
     end
 
@@ -195,16 +193,7 @@ module ApprovalSync
       dropped
     end
 
-    # @return [Boolean] the flag for this merge request
-    def deterministic?
-      ApprovalSync.deterministic?(@merge_request)
-    end
-
     private
-
-    def tracker
-      ApprovalSync.tracker
-    end
 
     def code_owner_member(oldrev, newrev)
       revs = Validate.rev_pair(oldrev, newrev)

@@ -13,15 +13,7 @@ module ApprovalSync
     # TTL of the legacy flag set on push, in seconds.
     DEFAULT_TTL = 15
 
-    # @return [Integer] the merge request id
-    attr_reader :merge_request_id
-
-    # @param merge_request [#id, Integer] a merge request, or its positive id
-    # @raise [TypeError, ArgumentError] for anything else
-    def initialize(merge_request)
-      @merge_request = merge_request
-      @merge_request_id = Validate.merge_request_id(merge_request)
-    end
+    include MergeRequestScope
 
     # Sets the legacy flag for `ttl` seconds (the same in both flag states).
     # @param ttl [Integer] seconds, 1 to 86400
@@ -93,16 +85,7 @@ module ApprovalSync
       markers.positive? || resets.positive?
     end
 
-    # @return [Boolean] the flag for this merge request
-    def deterministic?
-      ApprovalSync.deterministic?(@merge_request)
-    end
-
     private
-
-    def tracker
-      ApprovalSync.tracker
-    end
 
     # One status read; enqueues resets that were due (lazy recovery).
     def read(member = nil)
