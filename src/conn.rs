@@ -213,22 +213,37 @@ impl Client {
         };
         let connect_timeout = self.config.connect_timeout;
         // Threads that find no connection wait for one of them to open it,
-        // so a process holds one connection rather than one per thread.
-        let _turn = tokio::time::timeout(connect_timeout, connecting.lock())
-            .await
-            .map_err(|_| Error::Timeout(connect_timeout))?;
-        if let Some(conn) = self.live.lock().as_ref().and_then(|l| l.conn.clone()) {
-            return Ok(conn);
-        }
-        let conn = tokio::time::timeout(connect_timeout, connect(&self.config))
-            .await
-            .map_err(|_| Error::Timeout(connect_timeout))??;
-        if let Some(live) = self.live.lock().as_mut() {
-            if live.pid == std::process::id() && live.conn.is_none() {
-                live.conn = Some(conn.clone());
+        // so a process holds one connection rather than one per thread. The
+        // wait counts against the same connect timeout as connecting.
+        tokio::time::timeout(connect_timeout, async {
+            let _turn = connecting.lock().await;
+            if let Some(conn) = self.live.lock().as_ref().and_then(|l| l.conn.clone()) {
+                return Ok(conn);
+            }
+            let conn = connect(&self.config).await?;
+            // Stored before the turn ends, so the next waiter finds it.
+            if let Some(live) = self.live.lock().as_mut() {
+                if live.pid == std::process::id() && live.conn.is_none() {
+                    live.conn = Some(conn.clone());
+                }
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|_| Error::Timeout(connect_timeout))?
+    }
+}
+
+impl Drop for Client {
+    /// In a forked child, the parent's runtime and sockets must be leaked:
+    /// dropping the runtime would wait forever for worker threads that did
+    /// not survive the fork (a GC of a pre-fork tracker would hang the child).
+    fn drop(&mut self) {
+        if let Some(live) = self.live.get_mut().take() {
+            if live.pid != std::process::id() {
+                std::mem::forget(live);
             }
         }
-        Ok(conn)
     }
 }
 
@@ -393,9 +408,17 @@ fn build_client(config: &Config) -> Result<Built> {
                 .iter()
                 .map(|n| connection_info(config, n))
                 .collect::<Result<Vec<_>>>()?;
+            // MOVED and ASK are followed at once; TRYAGAIN (keys of a slot
+            // half migrated) waits 10 to 250 ms between tries rather than
+            // redis-rs's 1.28 s minimum, so a migration window fits in one
+            // read timeout instead of failing the call.
             let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
                 .connection_timeout(config.connect_timeout)
-                .response_timeout(config.read_timeout);
+                .response_timeout(config.read_timeout)
+                .retries(8)
+                .min_retry_wait(10)
+                .max_retry_wait(250)
+                .retry_wait_formula(10, 2);
             if let Some(certs) = certs {
                 builder = builder.certs(certs);
             }
