@@ -9,7 +9,10 @@ module ApprovalSyncBench
   # merge request first. With `fresh`, every call gets a merge request of its
   # own (writes that would pile up on one, or need one prepared each time);
   # otherwise all calls of a side share one prepared merge request.
-  Op = Struct.new(:key, :label, :call, :prepare, :fresh, keyword_init: true) do
+  # With `companion`, a second Ruby thread sleeps meanwhile, as in any
+  # threaded server: Ruby then skips its per-call helper thread for an
+  # unblocking function (see docs/benchmarks.md).
+  Op = Struct.new(:key, :label, :call, :prepare, :fresh, :companion, keyword_init: true) do
     # benchmark-ips can only time calls back to back: a per-call setup that
     # talks to Redis would be timed with them.
     def ips? = !(fresh && prepare)

@@ -129,13 +129,13 @@ module ApprovalSyncBench
            (m[:names] + m[:shared]).join(" ")]
         end
       end
-      report.table(["state", "side", "MEMORY USAGE B", "used_memory B", "keys", "key names"], rows)
+      report.table(["state", "side", "MEMORY USAGE B", "used_memory B", "keys", "key names"], rows, left: [1, 5])
     end
 
     def print_leftovers(report, left)
       report.section("Keys left after whole lifecycles (6 merge requests, every flow run to its end)")
       report.table(%w[side keys resets-handed-out names],
-                   left.map { |name, l| [name, l[:keys].size, l[:jobs], l[:keys].first(5).join(" ")] })
+                   left.map { |name, l| [name, l[:keys].size, l[:jobs], l[:keys].first(5).join(" ")] }, left: [3])
     end
 
     def print_rss(report, rss)

@@ -6,8 +6,9 @@ module ApprovalSyncBench
   # What is measured. `steps` is how many public calls (or block-wrapping
   # halves) the operation makes: the gem's target is one round trip each.
   module Ops
-    def self.task(key, label, call, prepare: nil, fresh: false)
-      Op.new(key: key, label: label, call: call, prepare: prepare, fresh: fresh)
+    # Options: prepare:, fresh:, companion: (see Op).
+    def self.task(key, label, call, **options)
+      Op.new(key: key, label: label, call: call, **options)
     end
 
     unapproved = ->(side, id) { side.temporarily_unapproved?(id) }
@@ -26,7 +27,10 @@ module ApprovalSyncBench
       task(:schedule, "schedule (enqueued)", schedule, fresh: true),
       task(:schedule_kept, "schedule (kept)", schedule, prepare: start, fresh: true),
       task(:push, "whole push", ->(side, id) { side.push(id) }),
-      task(:kept_push, "push, reset kept", ->(side, id) { side.kept_push(id) })
+      task(:kept_push, "push, reset kept", ->(side, id) { side.kept_push(id) }),
+      task(:ping_mt, "PING, +1 idle thread", ->(side, _id) { side.ping }, companion: true),
+      task(:idle_mt, "unapproved? idle, +1 idle thread", unapproved, companion: true),
+      task(:push_mt, "whole push, +1 idle thread", ->(side, id) { side.push(id) }, companion: true)
     ].freeze
 
     # Counted for round trips only (with the timed ones).
@@ -45,7 +49,7 @@ module ApprovalSyncBench
 
     STEPS = Hash.new(1).merge(sync: 2, reset: 2, push: 5, kept_push: 5).freeze
 
-    ALL = (TIMED + COUNTED).freeze
+    ALL = (TIMED.reject(&:companion) + COUNTED).freeze
 
     def self.[](key)
       ALL.find { |task| task.key == key } or raise KeyError, key.to_s

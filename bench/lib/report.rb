@@ -18,18 +18,20 @@ module ApprovalSyncBench
       @out.flush
     end
 
-    # First column left-aligned, the figures right-aligned.
-    def table(header, rows)
+    # Text columns (the first, and those in `left`) left-aligned, figures right-aligned.
+    def table(header, rows, left: [])
       cells = [header, *rows].map { |row| row.map(&:to_s) }
       widths = header.each_index.map { |i| cells.map { |row| row[i].size }.max }
-      @out.puts format_row(cells.first, widths)
+      left = [0, *left]
+      @out.puts format_row(cells.first, widths, left)
       @out.puts widths.map { |w| "-" * w }.join("  ")
-      cells.drop(1).each { |row| @out.puts format_row(row, widths) }
+      cells.drop(1).each { |row| @out.puts format_row(row, widths, left) }
       @out.flush
     end
 
-    def format_row(row, widths)
-      row.each_with_index.map { |cell, i| i.zero? ? cell.ljust(widths[i]) : cell.rjust(widths[i]) }.join("  ").rstrip
+    def format_row(row, widths, left)
+      row.each_with_index.map { |cell, i| left.include?(i) ? cell.ljust(widths[i]) : cell.rjust(widths[i]) }
+         .join("  ").rstrip
     end
 
     def self.us(value) = value.nil? ? "-" : format("%.1f", value)
@@ -61,7 +63,8 @@ module ApprovalSyncBench
 
     def print(report)
       report.section("Targets")
-      report.table(%w[target result measured], @results.map { |r| [r.name, r.met ? "MET" : "MISSED", r.value] })
+      report.table(%w[target result measured], @results.map { |r| [r.name, r.met ? "MET" : "MISSED", r.value] },
+                   left: [1, 2])
     end
   end
 end

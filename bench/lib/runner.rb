@@ -7,7 +7,10 @@ require "rbconfig"
 
 require_relative "ops"
 require_relative "probes"
+require_relative "judge"
+require_relative "memory"
 require_relative "report"
+require_relative "scaling"
 require_relative "timing"
 
 module ApprovalSyncBench
@@ -29,11 +32,16 @@ module ApprovalSyncBench
       @profile = :full
       @json = nil
       @compile = true
+      @lib = File.join(ROOT, "lib")
       OptionParser.new do |o|
-        o.banner = "Usage: bench/run [--quick] [--json FILE] [--no-compile]"
+        o.banner = "Usage: bench/run [--quick] [--json FILE] [--no-compile] [--lib DIR]"
         o.on("--quick", "tiny counts (smoke run, no meaningful figures)") { @profile = :quick }
         o.on("--json FILE", "also write the results as JSON") { |file| @json = File.expand_path(file) }
         o.on("--no-compile", "use lib/approval_sync's extension as built") { @compile = false }
+        o.on("--lib DIR", "load the gem from DIR instead (compare builds; implies --no-compile)") do |dir|
+          @lib = File.expand_path(dir)
+          @compile = false
+        end
       end.parse!(argv)
       @settings = PROFILES.fetch(@profile)
       @report = Report.new
@@ -77,7 +85,7 @@ module ApprovalSyncBench
         system(RbConfig.ruby, "-S", "rake", "compile", chdir: ROOT, out: $stderr) or
           abort "bench/run: `rake compile` failed"
       end
-      $LOAD_PATH.unshift(File.join(ROOT, "lib"))
+      $LOAD_PATH.unshift(@lib)
       require "approval_sync"
       require File.join(ROOT, "spec", "support", "redis_servers")
       require_relative "sides"
@@ -103,7 +111,7 @@ module ApprovalSyncBench
         ruby: RUBY_DESCRIPTION,
         redis_rb: Redis::VERSION,
         redis_server: info["redis_version"],
-        approval_sync: ApprovalSync::VERSION,
+        approval_sync: "#{ApprovalSync::VERSION} from #{@lib}",
         load_before: load_average,
         redis_pid: @server.pid
       }
@@ -115,19 +123,16 @@ module ApprovalSyncBench
     def load_average = File.read("/proc/loadavg").split.first(3).join(" ")
 
     def scaling
-      require_relative "scaling"
       Scaling.new(@measure, @admin, @settings, next_id).run(@sides, @report, @results)
     end
 
     def memory
-      require_relative "memory"
       Memory.new(@admin, @settings, method(:next_id)).run(@sides, @report, @results)
     end
 
     def next_id = @ids.next
 
     def judge
-      require_relative "judge"
       Judge.new(@results, Timing.floor(@results)).run(@targets)
     end
   end

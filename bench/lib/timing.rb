@@ -14,10 +14,12 @@ module ApprovalSyncBench
       latency = results[:latency] = {}
       throughput = results[:throughput] = {}
       Ops::TIMED.each do |task|
-        @admin.flushdb
-        latency[task.key] = @measure.latency(task, sides)
-        @admin.flushdb
-        throughput[task.key] = throughput(task, sides)
+        with_companion(task.companion) do
+          @admin.flushdb
+          latency[task.key] = @measure.latency(task, sides)
+          @admin.flushdb
+          throughput[task.key] = throughput(task, sides)
+        end
       end
       @admin.flushdb
       print_latency(report)
@@ -30,6 +32,13 @@ module ApprovalSyncBench
     end
 
     private
+
+    def with_companion(wanted)
+      companion = Thread.new { sleep } if wanted
+      yield
+    ensure
+      companion&.kill&.join
+    end
 
     def throughput(task, sides)
       return @measure.ips(task, sides).transform_values { |v| v.merge(source: "ips") } if task.ips?
