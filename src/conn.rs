@@ -260,6 +260,7 @@ impl ConnHandle<'_> {
             redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
             _ => None,
         });
+        let cmd = &cmd;
         let reply = self.timed(|mut conn| async move { cmd.query_async(&mut conn).await });
         match reply.await {
             // The server's WRONGTYPE does not say which key; a plain command
@@ -280,24 +281,39 @@ impl ConnHandle<'_> {
         self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> redis::RedisResult<T> {
+        let invocation = &invocation;
         self.timed(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
     }
 
     /// Connects if needed, then runs `f` within the read timeout.
+    ///
+    /// A server that answers READONLY was demoted (a Sentinel failover) and
+    /// ran none of the command's writes, so `f` runs once more on a new
+    /// connection, which asks the sentinels for the new master.
     async fn timed<T, F, Fut>(&self, f: F) -> redis::RedisResult<T>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = match self.client.connection().await {
-            Ok(conn) => conn,
-            Err(e) => return Err(self.fail(e)),
-        };
         let read_timeout = self.client.config.read_timeout;
-        match tokio::time::timeout(read_timeout, f(conn)).await {
-            Ok(reply) => reply,
-            Err(_) => Err(self.fail(Error::Timeout(read_timeout))),
+        let mut demoted = false;
+        loop {
+            let conn = match self.client.connection().await {
+                Ok(conn) => conn,
+                Err(e) => return Err(self.fail(e)),
+            };
+            let reply = match tokio::time::timeout(read_timeout, f(conn)).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(self.fail(Error::Timeout(read_timeout))),
+            };
+            match reply {
+                Err(e) if !demoted && e.code() == Some("READONLY") => {
+                    demoted = true;
+                    self.client.discard();
+                }
+                reply => return reply,
+            }
         }
     }
 
