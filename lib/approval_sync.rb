@@ -31,7 +31,7 @@ module ApprovalSync
     def configure
       @lock.synchronize do
         yield @config
-        @tracker = nil
+        drop_tracker
       end
       @config
     end
@@ -43,6 +43,16 @@ module ApprovalSync
     def tracker
       @tracker || @lock.synchronize { @tracker ||= Native::Tracker.new(@config.connection_settings) }
     end
+
+    private
+
+    # Closes the old connection now rather than at the next GC.
+    def drop_tracker
+      @tracker&.discard
+      @tracker = nil
+    end
+
+    public
 
     # Whether the flag is on for `merge_request`, asked anew on every call.
     # @param merge_request [#id, Integer]
@@ -56,7 +66,7 @@ module ApprovalSync
     def reset!
       @lock.synchronize do
         @config = Configuration.new
-        @tracker = nil
+        drop_tracker
       end
       nil
     end

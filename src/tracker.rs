@@ -4,7 +4,7 @@
 use parking_lot::Mutex;
 use redis::Value;
 
-use crate::config::Config;
+use crate::config::{Config, Topology};
 use crate::conn::{Cancel, Client};
 use crate::error::{Error, Result};
 use crate::keys::{MrId, MrKeys, DUE_INDEX};
@@ -346,6 +346,12 @@ impl Tracker {
         let mut invocation = script.prepare_invoke();
         for key in keys.all() {
             invocation.key(key);
+        }
+        // Outside a Cluster the index shares the server: the script changes it
+        // in the same step. On a Cluster it lives in another slot, so the
+        // script returns the change and apply_index sends it.
+        if !matches!(config.topology, Topology::Cluster(_)) {
+            invocation.key(DUE_INDEX);
         }
         invocation
             .arg(clock)

@@ -90,12 +90,6 @@ RSpec.describe "Redis 6.2 beside 7.0 (C06)", :slow do
       [[markers, %w[SET]], [resets, %w[SET]], [markers, %w[LPUSH]]].each do |key, (command)|
         calls.each do |name, call|
           it "#{name} raises WrongTypeError naming #{key} (#{command})" do
-            if version == :redis62
-              # Lua error tables (`error({ err = ... })`) in src/lua/prelude.lua
-              # fail inside Redis 6.2's error handler; `error('ASWRONGTYPE ...')`
-              # works on both. Remove this once the scripts raise strings.
-              pending "src/lua raises error tables, which Redis 6.2 cannot report"
-            end
             server = use(version)
             server.call(command, key, "x")
             before_keys = server.call("KEYS", "*").sort

@@ -1,5 +1,6 @@
 -- Forgets a merge request's markers and kept resets (after a merge or close).
 -- value = kept resets dropped.
+begin()
 local dropped = #entries()
 local idx = redis.call('HGET', resets, 'idx')
 redis.call('DEL', markers, resets)
@@ -7,4 +8,4 @@ local change = {}
 if idx then
   change = { 'del', idx }
 end
-return { 'cleared', dropped, 0, {}, {}, change }
+return { 'cleared', dropped, 0, {}, {}, settle_index(change) }

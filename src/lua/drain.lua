@@ -1,5 +1,6 @@
 -- Hands out kept resets whose syncs are over (lazy recovery and the sweep).
 -- value = entries still waiting after this step; due_at = when they can go.
+begin()
 local expired = purge()
 local list = entries()
 local jobs = {}

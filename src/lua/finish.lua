@@ -1,5 +1,6 @@
 -- Ends one tracked instance of ARGV[4]. When no code-owner sync is left, the
 -- kept resets are handed out as jobs in push order. value = 1 if found.
+begin()
 local member = ARGV[4]
 local expired = purge()
 local n, found = 1, 0

@@ -6,7 +6,7 @@
 local index, mode, id = KEYS[1], ARGV[1], ARGV[2]
 local t = redis.call('TYPE', index)['ok']
 if t ~= 'none' and t ~= 'zset' then
-  error({ err = 'ASWRONGTYPE ' .. index .. ' holds a ' .. t .. ', expected a zset' })
+  error('ASWRONGTYPE ' .. index .. ' holds a ' .. t .. ', expected a zset', 0)
 end
 if mode == 'add' then
   redis.call('ZADD', index, ARGV[3], id)

@@ -17,30 +17,39 @@ if redis.replicate_commands then
   redis.replicate_commands()
 end
 
-local legacy, markers, resets = KEYS[1], KEYS[2], KEYS[3]
+-- KEYS[4], when given, is the sweep's index: outside a Cluster it shares the
+-- server, so the index changes in the same step. On a Cluster it lives in
+-- another slot and the caller applies the change this script returns.
+local legacy, markers, resets, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local marker_ttl = tonumber(ARGV[2])
 local pending_ttl = tonumber(ARGV[3])
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now
 
 local function expect(key, kind)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= kind then
-    error({ err = 'ASWRONGTYPE ' .. key .. ' holds a ' .. t .. ', expected a ' .. kind })
+    error('ASWRONGTYPE ' .. key .. ' holds a ' .. t .. ', expected a ' .. kind, 0)
   end
 end
-expect(legacy, 'string')
-expect(markers, 'zset')
-expect(resets, 'hash')
+
+-- Every script's first step: read the clock and check the keys' types. The
+-- read of a merge request with nothing tracked skips it (the common case).
+local function begin()
+  now = tonumber(ARGV[1])
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  expect(legacy, 'string')
+  expect(markers, 'zset')
+  expect(resets, 'hash')
+end
 
 local function decode(id, raw)
   local st, dl, dirty, old, new, args =
     string.match(raw, '^(%a)|(%d+)|(%d)|([^|]*)|([^|]*)|(.*)$')
   if not st then
-    error({ err = 'ASCORRUPT ' .. resets .. ' field ' .. id .. ' is not an entry' })
+    error('ASCORRUPT ' .. resets .. ' field ' .. id .. ' is not an entry', 0)
   end
   return { id = tonumber(id), st = st, dl = tonumber(dl), dirty = dirty,
            old = old, new = new, args = args }
@@ -151,10 +160,31 @@ local function waiting(list)
   return false
 end
 
+-- Applies an index change here when the index key was given; otherwise
+-- returns it for the caller to apply.
+local function settle_index(change)
+  if not index or not change[1] then
+    return change
+  end
+  -- A damaged index must not stop this merge request's step, nor leave it
+  -- half done: hand the change back, and the caller's update reports it.
+  local t = redis.call('TYPE', index)['ok']
+  if t ~= 'none' and t ~= 'zset' then
+    return change
+  end
+  local id = string.match(legacy, '^mr_(%d+)_cannot_merge$')
+  if change[1] == 'add' then
+    redis.call('ZADD', index, change[2], id)
+    redis.call('PEXPIRE', index, pending_ttl)
+  elseif redis.call('ZSCORE', index, id) == change[2] then
+    redis.call('ZREM', index, id)
+  end
+  return {}
+end
+
 -- Keeps the sweep's index in step: while entries wait, the merge request must
 -- be indexed at the time they become due (the last live sync deadline, or
--- now); once none wait, it can leave. Returns the index change for the caller
--- to apply to the global index key, which lives in another Cluster slot:
+-- now); once none wait, it can leave. The change is
 -- {} for none, { 'add', due } or { 'del', score last written }.
 local function index_change()
   local idx = redis.call('HGET', resets, 'idx')
@@ -166,11 +196,11 @@ local function index_change()
     end
     if idx ~= due then
       redis.call('HSET', resets, 'idx', due)
-      return { 'add', due }
+      return settle_index({ 'add', due })
     end
   elseif idx then
     redis.call('HDEL', resets, 'idx')
-    return { 'del', idx }
+    return settle_index({ 'del', idx })
   end
   return {}
 end

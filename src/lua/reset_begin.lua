@@ -2,6 +2,7 @@
 -- newrev, ARGV[6] args (used when the job was not tracked, as after a flag
 -- flip). code 'run' with the entry id, or 'wait' when a code-owner sync is
 -- live: the entry then waits and the sync's finish enqueues it again.
+begin()
 local expired = purge()
 local list = entries()
 local pick

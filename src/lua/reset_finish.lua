@@ -2,6 +2,7 @@
 -- completed, '0' when it raised. A completed run with no code-owner sync
 -- overlapping it ends the entry; otherwise the entry runs again once the
 -- syncs are over. A raised run ends the entry: the job's own retry re-runs it.
+begin()
 local expired = purge()
 local id = ARGV[4]
 local raw = redis.call('HGET', resets, id)

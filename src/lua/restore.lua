@@ -1,5 +1,6 @@
 -- Puts back queued entries whose enqueue failed. ARGV[4..] entry ids.
 -- value = how many were put back.
+begin()
 local back = 0
 for i = 4, #ARGV do
   local raw = redis.call('HGET', resets, ARGV[i])

@@ -1,6 +1,7 @@
 -- Tracks one sync. ARGV[4] member. A member ending in ':create' is a set
 -- member (a retried request starts it again); any other is counted, so the
 -- same push tracked twice needs two finishes. value = instances now tracked.
+begin()
 local member = ARGV[4]
 local expired = purge()
 local deadline = now + marker_ttl

@@ -2,6 +2,11 @@
 -- ARGV[5] its oldrev and ARGV[6] its newrev when it names a reset.
 -- value = { legacy, live markers, blocking entries, member syncing };
 -- writes only when kept resets are due, which it then hands out as jobs.
+if redis.call('EXISTS', markers, resets) == 0 then
+  -- Nothing tracked: no clock, no type checks, one more command.
+  return { 'status', { redis.call('EXISTS', legacy), 0, 0, 0 }, 0, {}, {}, {} }
+end
+begin()
 local list = entries()
 local jobs, change, expired = {}, {}, {}
 local n_live = live_code_owner()

@@ -322,6 +322,12 @@ impl RbTracker {
 
     /// Sleeps inside a released call; lets specs test interrupts without Redis.
     fn pause(ruby: &Ruby, rb_self: &Self, seconds: f64) -> Result<bool, Error> {
+        if !seconds.is_finite() {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                "pause takes a finite number of seconds",
+            ));
+        }
         let duration = Duration::from_secs_f64(seconds.clamp(0.0, 60.0));
         rb_self.call(ruby, move |t, c| {
             t.client().run(c, |_| async move {
