@@ -8,13 +8,13 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 
 use crate::config::{Config, Tls, Topology};
 use crate::error::{Error, Result};
@@ -22,11 +22,17 @@ use crate::error::{Error, Result};
 /// The name of every connection this gem opens to a single server.
 pub const CLIENT_NAME: &str = "approval_sync";
 
+/// How often a waiting call looks at its [`Cancel`] flag.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
+
 /// Lets another thread abandon a call that is waiting on Redis.
+///
+/// Cancelling only stores a flag, which is async-signal-safe: Ruby may call
+/// the unblocking function from a signal handler. The waiting call notices
+/// within [`CANCEL_POLL`].
 #[derive(Debug, Default)]
 pub struct Cancel {
     cancelled: AtomicBool,
-    notify: Notify,
 }
 
 impl Cancel {
@@ -35,15 +41,22 @@ impl Cancel {
         Cancel::default()
     }
 
-    /// Abandons the call using this token; safe from any thread, any time.
+    /// Abandons the call using this token; safe from any thread, any time,
+    /// and from a signal handler.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
-        self.notify.notify_one();
     }
 
     /// True once [`Cancel::cancel`] ran.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the token is cancelled.
+    async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
     }
 }
 
@@ -142,7 +155,7 @@ impl Client {
         let outcome = runtime.block_on(async {
             tokio::select! {
                 biased;
-                _ = cancel.notify.notified() => Err(Error::Interrupted),
+                _ = cancel.cancelled() => Err(Error::Interrupted),
                 reply = op(handle) => reply.map_err(|e| {
                     // Our own finding (timeout, connect failure, named key)
                     // is more precise than the driver error it travelled as.
@@ -184,8 +197,11 @@ impl Client {
         if let Some(stale) = guard.take() {
             std::mem::forget(stale);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+        // A current-thread runtime: each caller drives the socket itself inside
+        // block_on (one caller at a time holds the driver, the others find
+        // their replies routed to them), so no reply waits on a hand-off to
+        // another OS thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .thread_name("approval-sync-io")
             .enable_all()
             .build()

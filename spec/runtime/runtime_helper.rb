@@ -178,7 +178,8 @@ RSpec.shared_context "with a standalone server" do
 end
 
 RSpec.configure do |config|
-  config.include ApprovalSyncTest::Runtime::Helpers
+  # Only the runtime specs: these helpers would shadow other files' lets.
+  config.include ApprovalSyncTest::Runtime::Helpers, file_path: %r{spec/runtime/}
   # The next example's reset! only forgets the tracker; close its connection now.
   config.after { ApprovalSync.instance_variable_get(:@tracker)&.discard }
 end

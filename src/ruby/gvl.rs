@@ -41,7 +41,8 @@ where
 
 unsafe extern "C" fn unblock(data: *mut c_void) {
     // SAFETY: `data` points into the `Arc<Cancel>` held by the `Call`, alive
-    // until rb_thread_call_without_gvl returns; Cancel is Sync.
+    // until rb_nogvl returns; Cancel is Sync, and cancel() only stores an
+    // atomic, so this is safe in a signal handler too.
     let cancel = unsafe { &*(data as *const Cancel) };
     cancel.cancel();
 }
@@ -62,16 +63,19 @@ where
     };
     loop {
         // SAFETY: both pointers outlive the call; `run` catches every panic,
-        // so nothing unwinds through the C frames of the VM. The `2` variant
-        // never raises by itself: with an interrupt flag set it returns
-        // without calling `run`, and it does not check interrupts afterwards,
-        // so Ruby cannot jump over these frames and lose the call's result.
+        // so nothing unwinds through the C frames of the VM. INTR_FAIL never
+        // raises by itself: with an interrupt flag set it returns without
+        // calling `run`, and it does not check interrupts afterwards, so Ruby
+        // cannot jump over these frames and lose the call's result.
+        // UBF_ASYNC_SAFE is true of `unblock` (it only stores an atomic) and
+        // spares a single-threaded process a helper thread on every call.
         unsafe {
-            rb_sys::rb_thread_call_without_gvl2(
+            rb_sys::rb_nogvl(
                 Some(run::<F, T>),
                 &mut call as *mut Call<F, T> as *mut c_void,
                 Some(unblock),
                 Arc::as_ptr(&cancel) as *mut c_void,
+                (rb_sys::RB_NOGVL_INTR_FAIL | rb_sys::RB_NOGVL_UBF_ASYNC_SAFE) as i32,
             );
         }
         // A call that completed is never reported as failed, even when an
