@@ -103,8 +103,10 @@ RSpec.describe ApprovalSync::ApprovalRulesSyncCoordinator do
         end
         if enabled
           expect(worker).to have_enqueued_reset_approvals(*args_of(push_a)).once
-          expect(redis_keys).to eq([resets])
+          expect(redis_keys).to eq([due_index, resets])
           expect(kept(42).map(&:state)).to eq([:queued])
+          reset(push_a) { nil }
+          expect(redis_keys).to be_empty
         else
           expect(worker).to have_enqueued_reset_approvals(*args_of(push_a)).with_delay(10).once
           expect(redis_keys).to eq([legacy])
@@ -172,8 +174,12 @@ RSpec.describe ApprovalSync::ApprovalRulesSyncCoordinator do
         it "enqueues at once with perform_async when no sync is in progress" do
           expect(schedule(push_a)).to eq(:enqueued)
           expect(worker.calls.map(&:to_s)).to eq(["perform_async(#{args_of(push_a).map(&:inspect).join(", ")})"])
-          # The queued reset holds the merge request until the worker has run it.
-          expect(redis_keys).to eq([resets])
+          # The queued reset holds the merge request until the worker has run it,
+          # and the sweep's index holds it at the entry's deadline, in case the
+          # job is lost before a worker begins it.
+          expect(redis_keys).to eq([due_index, resets])
+          deadline = kept(42).first.deadline_ms
+          expect(redis.zscore(due_index, "42").to_i).to eq(deadline)
           expect(redis.pttl(resets)).to be_between(3_599_000, 3_600_000)
           expect(kept(42).map { |entry| [entry.state, entry.args] }).to eq([[:queued, args_of(push_a)]])
           expect(coordinator).not_to have_pending_reset_approvals
@@ -196,7 +202,9 @@ RSpec.describe ApprovalSync::ApprovalRulesSyncCoordinator do
           coordinator.finish_code_owner_sync!(**push_a)
           expect(worker).to have_enqueued_reset_approvals(*args_of(push_a)).once
           expect(worker.calls.size).to eq(1)
-          expect(redis_keys).to eq([resets])
+          expect(redis_keys).to eq([due_index, resets])
+          reset(push_a) { nil }
+          expect(redis_keys).to be_empty
         end
 
         it "is not held back by a reset marker alone (only code-owner syncs hold resets)" do

@@ -37,6 +37,12 @@ RSpec.describe "ApprovalSync.sweep!" do
     eventually(timeout: 3) { (ids - ApprovalSync.sweep!(dry_run: true, limit: 10_000)[:due]).empty? }
   end
 
+  # The reset worker's run of merge request `id`'s push.
+  def run_reset(id)
+    ApprovalSync::ApprovalRulesSyncCoordinator.new(id)
+                                              .reset_approvals!(project_id: 7, user_id: 9, ref: ref, **push_of(id)) { nil }
+  end
+
   def dump_all
     redis_keys.to_h { |key| [key, redis.dump(key)] }
   end
@@ -57,7 +63,10 @@ RSpec.describe "ApprovalSync.sweep!" do
     expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
     ApprovalSync::ApprovalState.new(42).temporarily_unapproved?
     expect(worker.calls.size).to eq(1)
-    expect(redis_keys).not_to include(ApprovalSyncTest::DUE)
+    # Indexed until the worker has run the reset, in case the job is lost.
+    expect(redis_keys).to include(ApprovalSyncTest::DUE)
+    run_reset(42)
+    expect(redis_keys).to be_empty
     expect(log_output).to include("event=reset_recovered merge_request_id=42")
   end
 
@@ -118,13 +127,27 @@ RSpec.describe "ApprovalSync.sweep!" do
     expect(worker.calls).to be_empty
   end
 
-  it "leaves a merge request whose sync finished normally out of the index" do
+  it "leaves a merge request out of the index once its reset ran" do
     coordinator = ApprovalSync::ApprovalRulesSyncCoordinator.new(42)
     coordinator.sync_code_owners!(**push_of(42)) do
       coordinator.schedule_reset_approvals!(project_id: 7, user_id: 9, ref: ref, **push_of(42))
     end
-    expect(redis_keys).not_to include(ApprovalSyncTest::DUE)
     expect(ApprovalSync.sweep!(limit: 10_000, dry_run: true)[:due]).to be_empty
+    run_reset(42)
+    expect(redis_keys).to be_empty
+  end
+
+  it "enqueues again a reset whose job was lost after it was handed out, exactly once" do
+    coordinator = ApprovalSync::ApprovalRulesSyncCoordinator.new(42)
+    coordinator.schedule_reset_approvals!(project_id: 7, user_id: 9, ref: ref, **push_of(42))
+    expect(worker.calls.size).to eq(1)
+    worker.clear # the job never reaches a worker
+    wait_until_due(42)
+    expect(ApprovalSync.sweep!).to eq(due: [42], enqueued: 1, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
+    expect(worker.calls.size).to eq(1)
+    run_reset(42)
+    expect(redis_keys).to be_empty
   end
 
   it "rejects a limit outside 1..10000 or not an Integer" do

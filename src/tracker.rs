@@ -197,7 +197,13 @@ impl Tracker {
 
     /// Hands out the kept resets of a merge request whose syncs are over.
     pub fn drain(&self, cancel: &Cancel, mr: MrId) -> Result<Outcome> {
-        self.run(cancel, mr, Op::Drain, &[])
+        self.run(cancel, mr, Op::Drain, &[""])
+    }
+
+    /// The sweep's drain: as [`Tracker::drain`], and the index entry the sweep
+    /// read with score `seen` goes when nothing is left behind it.
+    pub fn sweep_drain(&self, cancel: &Cancel, mr: MrId, seen: &str) -> Result<Outcome> {
+        self.run(cancel, mr, Op::Drain, &[seen])
     }
 
     /// Puts back jobs whose enqueue failed, so a later call enqueues them.

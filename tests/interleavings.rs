@@ -82,20 +82,23 @@ fn expect_no_violation(pushes: usize, faults: Faults) {
     }
 }
 
+/// A worker killed mid-run: its entry passes its deadline, is revived and
+/// the sweep finds it through the index.
 #[test]
-#[ignore = "protocol gap: a reset worker SIGKILLed mid-run is revived only by a later call for the MR, never by the sweep"]
 fn a_killed_reset_worker_is_recovered_by_the_sweep() {
     expect_no_violation(2, faults_with(|f| f.worker_kill = true));
 }
 
+/// A process killed after a script handed it jobs and before perform_async:
+/// the queued entries pass their deadline and are enqueued again.
 #[test]
-#[ignore = "protocol gap: a process killed between a script that handed out jobs and perform_async strands them"]
 fn a_crash_before_perform_async_loses_nothing() {
     expect_no_violation(2, faults_with(|f| f.crash_before_enqueue = true));
 }
 
+/// Two failed enqueues in a row, with the sweep about: the sweep's drain
+/// settles the index in the same step, so no put-back is dropped from it.
 #[test]
-#[ignore = "protocol gap: the sweep's settle removes an index entry that a put-back re-added with the same score"]
 fn two_failed_enqueues_lose_nothing() {
     expect_no_violation(2, faults_with(|f| f.enqueue_failures = 2));
 }

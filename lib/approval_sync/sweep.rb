@@ -25,13 +25,13 @@ module ApprovalSync
     private
 
     def sweep_one(id, score, result)
-      _, left, _, jobs, expired, index_error = tracker.drain(id)
+      # One step: the drain revives what died, hands out what is due, moves
+      # the index entry to the next time something may need recovery, and
+      # drops it when nothing is behind it any more.
+      _, left, _, jobs, expired, index_error = tracker.sweep_drain(id, score)
       Jobs.notes(id, expired, index_error)
       result[:enqueued] += Jobs.enqueue(id, jobs, event: :reset_recovered, raise_on_failure: false)
       result[:waiting] += left
-      # The drain keeps the index in step itself; an entry with nothing behind
-      # it (the merge request was cleared) goes, unless a newer schedule moved it.
-      tracker.index_settle(id, score, nil) if left.zero?
     end
   end
 end

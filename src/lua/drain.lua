@@ -1,4 +1,7 @@
 -- Hands out kept resets whose syncs are over (lazy recovery and the sweep).
+-- ARGV[4] is the index score the sweep read ('' otherwise): when nothing is
+-- left behind it (the merge request was cleared, or its hash expired), that
+-- index entry goes too, in this step.
 -- value = entries still waiting after this step; due_at = when they can go.
 begin()
 local expired = purge()
@@ -14,4 +17,9 @@ for _, e in ipairs(list) do
     left = left + 1
   end
 end
-return finish_write('drained', left, last, jobs, expired)
+local out = finish_write('drained', left, last, jobs, expired)
+local seen = ARGV[4]
+if seen and seen ~= '' and not out[6][1] and redis.call('EXISTS', resets) == 0 then
+  out[6] = settle_index({ 'del', seen })
+end
+return out

@@ -8,8 +8,8 @@
 -- Entries are "state|deadline|dirty|oldrev|newrev|args": state w (waiting for
 -- the code-owner syncs to end), q (enqueued), r (running); dirty is 1 when a
 -- code-owner sync started while the reset ran, so its run does not count.
--- Two more fields: "seq" numbers entries (it starts from the clock, so an id is
--- never reused after the hash was deleted) and "idx" is the score this merge
+-- Two more fields: "seq" numbers entries (it starts from the clock in
+-- microseconds, so an id is not reused after the hash was deleted) and "idx" is the score this merge
 -- request holds in the sweep's index, present while entries wait.
 
 -- Redis 6.2 replicates scripts verbatim unless told otherwise; TIME needs effects.
@@ -23,7 +23,7 @@ end
 local legacy, markers, resets, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local marker_ttl = tonumber(ARGV[2])
 local pending_ttl = tonumber(ARGV[3])
-local now
+local now, now_us
 
 local function expect(key, kind)
   local t = redis.call('TYPE', key)['ok']
@@ -36,9 +36,12 @@ end
 -- read of a merge request with nothing tracked skips it (the common case).
 local function begin()
   now = tonumber(ARGV[1])
-  if not now then
+  if now then
+    now_us = now * 1000
+  else
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   end
   expect(legacy, 'string')
   expect(markers, 'zset')
@@ -91,8 +94,9 @@ local function live_code_owner()
 end
 
 -- Markers past their deadline belong to a process that died; drop them. A
--- reset whose run passed its deadline lost its worker: it waits to run again
--- (fail closed; a late finish of the old run finds it no longer running).
+-- reset past its deadline lost its job (the process died before or after
+-- perform_async) or its worker (killed mid-run): it waits to be enqueued
+-- again (fail closed; a late finish of the old run finds it not running).
 -- Returns what expired, so the caller can log each one.
 local function purge()
   local dead = redis.call('ZRANGEBYSCORE', markers, '-inf', now)
@@ -100,7 +104,7 @@ local function purge()
     redis.call('ZREMRANGEBYSCORE', markers, '-inf', now)
   end
   for _, e in ipairs(entries()) do
-    if e.st == 'r' and e.dl <= now then
+    if e.st ~= 'w' and e.dl <= now then
       e.st = 'w'
       e.dirty = '0'
       save(e)
@@ -125,7 +129,7 @@ end
 
 local function add_entry(st, old, new, args)
   if redis.call('HEXISTS', resets, 'seq') == 0 then
-    redis.call('HSET', resets, 'seq', string.format('%d', now * 1000))
+    redis.call('HSET', resets, 'seq', string.format('%d', now_us))
   end
   local id = redis.call('HINCRBY', resets, 'seq', 1)
   local e = { id = id, st = st, dl = now + marker_ttl, dirty = '0',
@@ -182,27 +186,41 @@ local function settle_index(change)
   return {}
 end
 
--- Keeps the sweep's index in step: while entries wait, the merge request must
--- be indexed at the time they become due (the last live sync deadline, or
--- now); once none wait, it can leave. The change is
--- {} for none, { 'add', due } or { 'del', score last written }.
+-- Keeps the sweep's index in step: while any entry exists, the merge request
+-- is indexed at the earliest time one may need recovery: a waiting entry when
+-- the last live sync's deadline passes (now when none is live), a queued or
+-- running one at its own deadline (its job or worker may have died). An index
+-- time that is already due and still needed is left alone, so repeated calls
+-- do not churn the index. The change is {} for none, { 'add', due } or
+-- { 'del', score last written }.
 local function index_change()
   local idx = redis.call('HGET', resets, 'idx')
-  if waiting(entries()) then
-    local _, last = live_code_owner()
-    local due = string.format('%d', math.max(last, now))
-    if last == 0 and idx then
-      return {}
+  local list = entries()
+  if #list == 0 then
+    if idx then
+      redis.call('HDEL', resets, 'idx')
+      return settle_index({ 'del', idx })
     end
-    if idx ~= due then
-      redis.call('HSET', resets, 'idx', due)
-      return settle_index({ 'add', due })
-    end
-  elseif idx then
-    redis.call('HDEL', resets, 'idx')
-    return settle_index({ 'del', idx })
+    return {}
   end
-  return {}
+  local _, last = live_code_owner()
+  local due
+  for _, e in ipairs(list) do
+    local at = e.dl
+    if e.st == 'w' then
+      at = math.max(last, now)
+    end
+    if not due or at < due then
+      due = at
+    end
+  end
+  local held = idx and tonumber(idx)
+  if held and held <= due and (held > now or due <= now) then
+    return {}
+  end
+  due = string.format('%d', due)
+  redis.call('HSET', resets, 'idx', due)
+  return settle_index({ 'add', due })
 end
 
 -- Every write ends here: index first, then TTLs (which may delete the hash).

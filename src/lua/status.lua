@@ -12,7 +12,7 @@ local jobs, change, expired = {}, {}, {}
 local n_live = live_code_owner()
 local revived = false
 for _, e in ipairs(list) do
-  revived = revived or (e.st == 'r' and e.dl <= now)
+  revived = revived or (e.st ~= 'w' and e.dl <= now)
 end
 if revived or (n_live == 0 and waiting(list)) then
   -- Rare: a sync or a reset worker died, or an enqueue failed. Recover here.

@@ -232,6 +232,13 @@ impl RbTracker {
         rb_self.call(ruby, move |t, c| t.drain(c, id)).map(outcome)
     }
 
+    fn sweep_drain(ruby: &Ruby, rb_self: &Self, id: i64, seen: String) -> Result<RbOutcome, Error> {
+        let id = mr(ruby, id)?;
+        rb_self
+            .call(ruby, move |t, c| t.sweep_drain(c, id, &seen))
+            .map(outcome)
+    }
+
     fn restore(ruby: &Ruby, rb_self: &Self, id: i64, ids: Vec<u64>) -> Result<RbOutcome, Error> {
         let id = mr(ruby, id)?;
         rb_self
@@ -364,6 +371,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("finish", method!(RbTracker::finish, 2))?;
     class.define_method("schedule", method!(RbTracker::schedule, 4))?;
     class.define_method("drain", method!(RbTracker::drain, 1))?;
+    class.define_method("sweep_drain", method!(RbTracker::sweep_drain, 2))?;
     class.define_method("restore", method!(RbTracker::restore, 2))?;
     class.define_method("reset_begin", method!(RbTracker::reset_begin, 4))?;
     class.define_method("reset_finish", method!(RbTracker::reset_finish, 3))?;
