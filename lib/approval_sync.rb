@@ -30,7 +30,14 @@ module ApprovalSync
     # @return [Configuration]
     def configure
       @lock.synchronize do
+        before = @config.dup
         yield @config
+        flag = @config.deterministic_sync
+        unless flag.respond_to?(:call)
+          @config = before # a rejected change changes nothing
+          raise ConfigurationError,
+                "deterministic_sync must answer #call(merge_request), got #{Validate.describe(flag)}"
+        end
         drop_tracker
       end
       @config

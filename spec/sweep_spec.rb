@@ -39,8 +39,8 @@ RSpec.describe "ApprovalSync.sweep!" do
 
   # The reset worker's run of merge request `id`'s push.
   def run_reset(id)
-    ApprovalSync::ApprovalRulesSyncCoordinator.new(id)
-                                              .reset_approvals!(project_id: 7, user_id: 9, ref: ref, **push_of(id)) { nil }
+    coordinator = ApprovalSync::ApprovalRulesSyncCoordinator.new(id)
+    coordinator.reset_approvals!(project_id: 7, user_id: 9, ref: ref, **push_of(id)) { nil }
   end
 
   def dump_all

@@ -115,12 +115,13 @@ impl Config {
 
 /// Hides the password inside a URL: `redis://:secret@host` becomes `redis://:***@host`.
 pub fn redact_url(url: &str) -> String {
+    // Everything between "://" and the last '@' is user information: the
+    // password may itself hold '/', ':' or '@', so the last '@' ends it.
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => {
             let user = rest[..at].split(':').next().unwrap_or("");
             format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])

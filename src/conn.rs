@@ -504,7 +504,7 @@ fn build_client(config: &Config) -> Result<Built> {
 }
 
 async fn connect(config: &Config) -> Result<Conn> {
-    let timeout = config.read_timeout;
+    let timeout = config.connect_timeout;
     let redis_err = |e: redis::RedisError| Error::from_redis(e, timeout);
     let async_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))

@@ -235,8 +235,23 @@ impl Tracker {
         id: u64,
         completed: bool,
     ) -> Result<Outcome> {
+        self.reset_finish_run(cancel, mr, id, None, completed)
+    }
+
+    /// As [`Tracker::reset_finish`], for the run whose `reset_begin` answered
+    /// `token` (its `due_at`): a run that outlived its deadline, after which
+    /// the entry was revived and begun again, gets `gone` and changes nothing.
+    pub fn reset_finish_run(
+        &self,
+        cancel: &Cancel,
+        mr: MrId,
+        id: u64,
+        token: Option<u64>,
+        completed: bool,
+    ) -> Result<Outcome> {
         let ok = if completed { "1" } else { "0" };
-        self.run(cancel, mr, Op::ResetFinish, &[&id.to_string(), ok])
+        let token = token.map(|t| t.to_string()).unwrap_or_default();
+        self.run(cancel, mr, Op::ResetFinish, &[&id.to_string(), ok, &token])
     }
 
     /// Forgets every marker and kept reset of a merge request.
@@ -305,14 +320,22 @@ impl Tracker {
             .arg(0)
             .arg(limit);
         let rows: Vec<(String, String)> = self.client.run(cancel, |c| c.query(cmd))?;
-        rows.into_iter()
-            .map(|(id, score)| {
-                let id: i64 = id
-                    .parse()
-                    .map_err(|_| Error::Protocol(format!("{DUE_INDEX} holds {id:?}")))?;
-                Ok((MrId::new(id)?, score))
-            })
-            .collect()
+        let mut due = Vec::with_capacity(rows.len());
+        let mut junk = Vec::new();
+        for (member, score) in rows {
+            match member.parse::<i64>().ok().and_then(|id| MrId::new(id).ok()) {
+                Some(id) => due.push((id, score)),
+                None => junk.push(member),
+            }
+        }
+        // A member that is no merge request id must not block the sweep for
+        // every other merge request; it is dropped from the index.
+        if !junk.is_empty() {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(DUE_INDEX).arg(&junk);
+            self.client.run(cancel, |c| c.query::<i64>(cmd))?;
+        }
+        Ok(due)
     }
 
     /// The time the scripts use, in ms.

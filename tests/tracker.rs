@@ -271,3 +271,34 @@ fn legacy_flag_is_gitlabs_key_and_ttl() {
     t.legacy_delete(&c, mr(42)).unwrap();
     assert!(keys(&server).is_empty());
 }
+
+#[test]
+fn a_stalled_run_cannot_end_the_run_that_replaced_it() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let base = 1_000_000_000_000;
+    t.set_clock(Some(base));
+
+    t.schedule(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    let first = t.reset_begin(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert_eq!(first.code, "run");
+
+    // The first run stalls past its deadline; the entry is revived and run again.
+    t.set_clock(Some(base + 301_000));
+    assert_eq!(t.drain(&c, mr(42)).unwrap().jobs.len(), 1);
+    let second = t.reset_begin(&c, mr(42), Some(A), B, &args(A, B)).unwrap();
+    assert_eq!((second.code.as_str(), second.value), ("run", first.value));
+    assert_ne!(second.due_at, first.due_at, "each run has its own token");
+
+    let late = t
+        .reset_finish_run(&c, mr(42), first.value as u64, Some(first.due_at), true)
+        .unwrap();
+    assert_eq!(late.code, "gone", "the stalled run ended the new one");
+
+    t.start(&c, mr(42), &code_owner(B, C)).unwrap();
+    let end = t
+        .reset_finish_run(&c, mr(42), second.value as u64, Some(second.due_at), true)
+        .unwrap();
+    assert_eq!(end.code, "rerun", "the overlapped run must run again");
+}

@@ -42,7 +42,7 @@ module ApprovalSync
       member = "code_owner:#{Validate.rev(oldrev, "oldrev")}:#{Validate.rev(newrev, "newrev")}"
       return yield unless deterministic?
 
-      @state.start_approval_rules_sync!(member)
+      @state.start_tracked(member)
       completed = false
       begin
         result = yield
@@ -52,7 +52,8 @@ module ApprovalSync
         # exception a rescue clause could see, and must finish the sync too.
         finish_quietly(member) unless completed
       end
-      @state.finish_approval_rules_sync!(member)
+      # The flag was decided at the start: a sync started is always finished.
+      @state.finish_tracked(member)
       result
     end
 
@@ -66,7 +67,7 @@ module ApprovalSync
       member = code_owner_member(oldrev, newrev)
       return @state.temporarily_unapprove!(CREATE_TTL) unless deterministic?
 
-      @state.start_approval_rules_sync!(member)
+      @state.start_tracked(member)
       nil
     end
 
@@ -80,7 +81,7 @@ module ApprovalSync
       member = code_owner_member(oldrev, newrev)
       return @state.expire_unapproved_key! unless deterministic?
 
-      @state.finish_approval_rules_sync!(member)
+      @state.finish_tracked(member)
       nil
     end
 
@@ -175,12 +176,12 @@ module ApprovalSync
         return true
       end
 
-      code, entry, _, _, expired, index_error = tracker.reset_begin(merge_request_id, oldrev, newrev,
-                                                                    JSON.generate(args))
+      code, entry, token, _, expired, index_error = tracker.reset_begin(merge_request_id, oldrev, newrev,
+                                                                        JSON.generate(args))
       Jobs.notes(merge_request_id, expired, index_error)
       return waiting(args) if code == "wait"
 
-      run_reset(entry, args, &block)
+      run_reset([entry, token], args, &block)
     end
 
     # Forgets the merge request's sync markers and kept resets, for a merged
@@ -210,28 +211,31 @@ module ApprovalSync
       false
     end
 
-    def run_reset(entry, args)
+    # run: the entry id and the run's token, as reset_begin answered them.
+    def run_reset(run, args)
       completed = false
       begin
         yield
         completed = true
       ensure
-        settle_reset(entry, args, completed)
+        settle_reset(run, args, completed)
       end
       true
     end
 
-    def settle_reset(entry, args, completed)
-      code, _, _, jobs, expired, index_error = tracker.reset_finish(merge_request_id, entry, completed)
+    def settle_reset((entry, token), args, completed)
+      code, _, _, jobs, expired, index_error = tracker.reset_finish(merge_request_id, entry, token, completed)
       Jobs.notes(merge_request_id, expired, index_error)
       event = { "done" => :reset_done, "rerun" => :reset_rerun, "dropped" => :reset_dropped }.fetch(code, :reset_gone)
       Events.emit(event, merge_request_id: merge_request_id, args: args)
       Jobs.enqueue(merge_request_id, jobs, event: :reset_rerun_enqueued)
     end
 
+    # The block's own error is the one to raise; a failing finish is logged
+    # (its marker then expires by its deadline).
     def finish_quietly(member)
-      @state.finish_approval_rules_sync!(member)
-    rescue Error => e
+      @state.finish_tracked(member)
+    rescue StandardError => e
       Events.emit(:sync_finish_failed, merge_request_id: merge_request_id, member: member, error: e.class.name)
     end
   end

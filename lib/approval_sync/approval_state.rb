@@ -49,6 +49,14 @@ module ApprovalSync
       member = Validate.member(member)
       return false unless deterministic?
 
+      start_tracked(member)
+    end
+
+    # @api private
+    # Tracks one instance of a checked member without asking the flag (the
+    # caller asked it once for the whole call).
+    # @return [true]
+    def start_tracked(member)
       _, count, = outcome(tracker.start(merge_request_id, member))
       Events.emit(:sync_started, merge_request_id: merge_request_id, member: member, instances: count)
       true
@@ -63,6 +71,14 @@ module ApprovalSync
       member = Validate.member(member)
       return false unless deterministic?
 
+      finish_tracked(member)
+    end
+
+    # @api private
+    # Ends one tracked instance of a checked member without asking the flag:
+    # a sync started with the flag on is finished whatever the flag says now.
+    # @return [Boolean] true when an instance was tracked
+    def finish_tracked(member)
       _, found, = outcome(tracker.finish(merge_request_id, member), enqueue: true)
       Events.emit(:sync_finished, merge_request_id: merge_request_id, member: member, found: found == 1)
       found == 1

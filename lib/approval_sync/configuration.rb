@@ -93,23 +93,38 @@ module ApprovalSync
     def inspect
       shown = CONNECTION_SETTINGS.filter_map do |name|
         value = public_send(name)
-        next if value.nil?
-
-        value = "***" if %i[password sentinel_password].include?(name)
-        value = Redaction.url(value) if name == :redis_url
-        "#{name}=#{value.inspect}"
+        "#{name}=#{shown_value(name, value).inspect}" unless value.nil?
       end
       "#<#{self.class.name} #{shown.join(" ")}>"
     end
     alias to_s inspect
+
+    private
+
+    def shown_value(name, value)
+      case name
+      when :password, :sentinel_password then "***"
+      when :redis_url then Redaction.url(value)
+      when :sentinels, :cluster_nodes then Array(value).map { |node| Redaction.url(node) }
+      else value
+      end
+    end
   end
 
   # Hides passwords inside URLs.
   module Redaction
+    # Everything between `://` and the last `@` is user information; the
+    # password may itself hold `/`, `:` or `@`, so the last `@` ends it.
     # @param url [String]
     # @return [String] the URL with any password replaced by `***`
     def self.url(url)
-      url.to_s.sub(%r{\A([a-z]+://[^:/@]*):[^@/]*@}i, '\1:***@')
+      text = url.to_s
+      start = text.index("://") or return text
+      at = text.rindex("@")
+      return text unless at && at > start
+
+      user = text[(start + 3)...at].split(":", 2).first
+      "#{text[0, start + 3]}#{user}:***#{text[at..]}"
     end
   end
 end

@@ -15,16 +15,30 @@ module ApprovalSync
 
     # @return [Integer] the id of a merge request object or a positive Integer
     def merge_request_id(merge_request)
-      id = merge_request.respond_to?(:id) && !merge_request.is_a?(Integer) ? merge_request.id : merge_request
+      return positive_id(merge_request, "merge request id") if Integer === merge_request # rubocop:disable Style/CaseEquality -- works on BasicObject too
+
+      id = begin
+        merge_request.id
+      rescue NoMethodError
+        raise TypeError, "merge request must answer #id or be an Integer, got #{describe(merge_request)}"
+      end
       positive_id(id, "merge request id")
     end
 
     # @return [Integer] a positive Integer that fits a database id
     def positive_id(value, name)
-      raise TypeError, "#{name} must be an Integer, got #{value.inspect[0, 80]}" unless value.is_a?(Integer)
+      raise TypeError, "#{name} must be an Integer, got #{describe(value)}" unless Integer === value # rubocop:disable Style/CaseEquality -- works on BasicObject too
       raise ArgumentError, "#{name} must be between 1 and #{MAX_ID}, got #{value}" unless value.between?(1, MAX_ID)
 
       value
+    end
+
+    # A short description for error messages that cannot itself fail.
+    # @return [String]
+    def describe(value)
+      value.inspect.to_s[0, 80]
+    rescue StandardError
+      "an object that cannot be inspected"
     end
 
     # @return [String] a git SHA
@@ -64,6 +78,8 @@ module ApprovalSync
     # @return [String] a branch ref
     def ref(value)
       text = string(value, "ref")
+      raise ArgumentError, "ref must be UTF-8 text" unless text.dup.force_encoding(Encoding::UTF_8).valid_encoding?
+
       if text.empty? || text.bytesize > 1024 || text.include?("\0")
         raise ArgumentError,
               "ref must be 1 to 1024 bytes without NUL"
@@ -74,9 +90,8 @@ module ApprovalSync
 
     # @return [Integer] a TTL in whole seconds
     def ttl(value)
-      unless value.is_a?(Integer)
-        raise TypeError,
-              "ttl must be an Integer number of seconds, got #{value.inspect[0, 80]}"
+      unless Integer === value # rubocop:disable Style/CaseEquality -- works on BasicObject too
+        raise TypeError, "ttl must be an Integer number of seconds, got #{describe(value)}"
       end
       raise ArgumentError, "ttl must be between 1 and 86400 seconds, got #{value}" unless value.between?(1, 86_400)
 
@@ -85,8 +100,9 @@ module ApprovalSync
 
     # @return [String] a String in a valid encoding
     def string(value, name)
-      raise TypeError, "#{name} must be a String, got #{value.inspect[0, 80]}" unless value.is_a?(String)
+      raise TypeError, "#{name} must be a String, got #{describe(value)}" unless String === value # rubocop:disable Style/CaseEquality -- works on BasicObject too
       raise ArgumentError, "#{name} is not valid #{value.encoding}" unless value.valid_encoding?
+      raise ArgumentError, "#{name} must be in an ASCII-compatible encoding" unless value.encoding.ascii_compatible?
 
       value
     end

@@ -137,7 +137,7 @@ RSpec.describe "Bad input to every public method (C12)" do
       -> { tracker.start(1, "nonsense") }, -> { tracker.status("1", nil) },
       -> { tracker.schedule(1, "", "", "[]") }, -> { tracker.schedule(1, nil, "a" * 40, "") },
       -> { tracker.schedule(1, nil, "a" * 40, "x" * 100_000) }, -> { tracker.restore(1, [-1]) },
-      -> { tracker.reset_finish(1, 2**64, true) }, -> { tracker.index_due(-5) },
+      -> { tracker.reset_finish(1, 2**64, 0, true) }, -> { tracker.index_due(-5) },
       -> { tracker.legacy_set(1, 0) }, -> { tracker.pause(-1) }, -> { tracker.set_clock(-1) }
     ]
     before = dump

@@ -189,10 +189,8 @@ end
 -- Keeps the sweep's index in step: while any entry exists, the merge request
 -- is indexed at the earliest time one may need recovery: a waiting entry when
 -- the last live sync's deadline passes (now when none is live), a queued or
--- running one at its own deadline (its job or worker may have died). An index
--- time that is already due and still needed is left alone, so repeated calls
--- do not churn the index. The change is {} for none, { 'add', due } or
--- { 'del', score last written }.
+-- running one at its own deadline (its job or worker may have died). The
+-- change is {} for none, { 'add', due } or { 'del', score last written }.
 local function index_change()
   local idx = redis.call('HGET', resets, 'idx')
   local list = entries()
@@ -214,8 +212,12 @@ local function index_change()
       due = at
     end
   end
+  -- A held time still ahead and early enough stands. One already past is
+  -- written again (ZADD is idempotent): if an earlier index write was lost
+  -- (a crash before the caller's update on a Cluster, a damaged index key),
+  -- the next call for the merge request repairs it.
   local held = idx and tonumber(idx)
-  if held and held <= due and (held > now or due <= now) then
+  if held and held > now and held <= due then
     return {}
   end
   due = string.format('%d', due)

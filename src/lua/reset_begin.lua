@@ -1,6 +1,6 @@
 -- The reset worker asks to run one push's reset. ARGV[4] oldrev, ARGV[5]
 -- newrev, ARGV[6] args (used when the job was not tracked, as after a flag
--- flip). code 'run' with the entry id, or 'wait' when a code-owner sync is
+-- flip). code 'run' with the entry id and the run's token, or 'wait' when a code-owner sync is
 -- live: the entry then waits and the sync's finish enqueues it again.
 begin()
 local expired = purge()
@@ -28,4 +28,11 @@ else
   pick.dl = now + marker_ttl
 end
 save(pick)
-return finish_write(code, pick.id, last, {}, expired)
+-- due_at carries the run's token (its deadline): the finish of this run
+-- presents it, so a stalled run that outlived its deadline cannot end a
+-- newer run of the same entry.
+local token = last
+if code == 'run' then
+  token = pick.dl
+end
+return finish_write(code, pick.id, token, {}, expired)

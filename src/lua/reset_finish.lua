@@ -1,5 +1,6 @@
 -- The reset worker's run of entry ARGV[4] ended; ARGV[5] is '1' when the work
--- completed, '0' when it raised. A completed run with no code-owner sync
+-- completed, '0' when it raised; ARGV[6] the run's token from reset_begin
+-- ('' skips the check). A completed run with no code-owner sync
 -- overlapping it ends the entry; otherwise the entry runs again once the
 -- syncs are over. A raised run ends the entry: the job's own retry re-runs it.
 begin()
@@ -7,8 +8,10 @@ local expired = purge()
 local id = ARGV[4]
 local raw = redis.call('HGET', resets, id)
 local e = raw and decode(id, raw)
-if not e or e.st ~= 'r' then
-  -- Cleared after a merge, or revived after this run passed its deadline.
+local token = ARGV[6]
+if not e or e.st ~= 'r' or (token and token ~= '' and string.format('%d', e.dl) ~= token) then
+  -- Cleared after a merge, or revived after this run passed its deadline
+  -- (and maybe begun again by another worker: the token tells runs apart).
   return finish_write('gone', 0, 0, {}, expired)
 end
 

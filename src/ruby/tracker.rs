@@ -267,11 +267,14 @@ impl RbTracker {
         rb_self: &Self,
         id: i64,
         entry: u64,
+        token: u64,
         completed: bool,
     ) -> Result<RbOutcome, Error> {
         let id = mr(ruby, id)?;
         rb_self
-            .call(ruby, move |t, c| t.reset_finish(c, id, entry, completed))
+            .call(ruby, move |t, c| {
+                t.reset_finish_run(c, id, entry, Some(token), completed)
+            })
             .map(outcome)
     }
 
@@ -374,7 +377,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("sweep_drain", method!(RbTracker::sweep_drain, 2))?;
     class.define_method("restore", method!(RbTracker::restore, 2))?;
     class.define_method("reset_begin", method!(RbTracker::reset_begin, 4))?;
-    class.define_method("reset_finish", method!(RbTracker::reset_finish, 3))?;
+    class.define_method("reset_finish", method!(RbTracker::reset_finish, 4))?;
     class.define_method("clear", method!(RbTracker::clear, 1))?;
     class.define_method("index_add", method!(RbTracker::index_add, 2))?;
     class.define_method("index_settle", method!(RbTracker::index_settle, 3))?;
