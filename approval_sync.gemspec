@@ -20,7 +20,10 @@ Gem::Specification.new do |spec|
   # Globbed rather than listed by git so the gem also builds from a tarball.
   # Build output (cargo's target/, compiled libraries, an in-place extconf
   # run's Makefile) must never be packaged.
-  patterns = %w[lib/**/* ext/**/* src/**/* sig/**/* exe/* Cargo.toml Cargo.lock README.md CHANGELOG.md LICENSE]
+  patterns = %w[
+    lib/**/* ext/**/* src/**/* sig/**/* exe/* docs/**/*
+    Cargo.toml Cargo.lock README.md CHANGELOG.md LICENSE
+  ]
   build_output = %r{(\A|/)target/|\.(so|bundle|dylib|o)\z|(\A|/)(Makefile|mkmf\.log)\z}
   spec.files = Dir.glob(patterns, base: __dir__).reject do |path|
     path.match?(build_output) || File.directory?(File.join(__dir__, path))
