@@ -956,23 +956,23 @@ impl Checker {
         Ok(())
     }
 
-    /// At an end state: every marker expires, the sweep recovers what is
-    /// kept, jobs run (no sync is left to overlap them); then every scheduled
-    /// push must have completed cleanly and the MR must hold no key.
-    fn recover(&mut self, end: &Model) -> Res<()> {
-        let mut m = end.clone();
+    /// Runs every queued job to its end; answers whether there was any. Before
+    /// the final jump a job may wait for a dead sync's marker; after it, no
+    /// sync is live, so each must run and complete cleanly.
+    fn run_queued(&self, m: &mut Model, after_jump: bool) -> Res<bool> {
         let (t, c, mr) = (&self.tracker, &self.cancel, Self::mr());
-        // Queued jobs begin before any deadline passes (the model's assumption
-        // for workers), so they run at the end state's clock, before the jump;
-        // one that waits for a dead sync's marker is recovered after it.
-        t.set_clock(Some(m.now()));
+        let mut any = false;
         while let Some(p) = m.queue.pop() {
+            any = true;
             let (old, new, args) = &self.revs[p as usize];
             let o = t
                 .reset_begin(c, mr, Some(old), new, args)
                 .map_err(|x| x.to_string())?;
             Self::idx_err(&o)?;
             if o.code != "run" {
+                if after_jump {
+                    return Err(format!("recovery: push {p}'s reset answered {}", o.code));
+                }
                 continue;
             }
             let f = t
@@ -986,10 +986,26 @@ impl Checker {
                     ));
                 }
                 m.pushes[p as usize].clean += 1;
+            } else if after_jump {
+                return Err(format!("recovery: push {p}'s reset ended {}", f.code));
             }
             let b = self.batch(&f)?;
-            self.deliver(&mut m, &b)?;
+            self.deliver(m, &b)?;
         }
+        Ok(any)
+    }
+
+    /// At an end state: every marker expires, the sweep recovers what is
+    /// kept, jobs run (no sync is left to overlap them); then every scheduled
+    /// push must have completed cleanly and the MR must hold no key.
+    fn recover(&mut self, end: &Model) -> Res<()> {
+        let mut m = end.clone();
+        let (t, c, mr) = (&self.tracker, &self.cancel, Self::mr());
+        // Queued jobs begin before any deadline passes (the model's assumption
+        // for workers), so they run at the end state's clock, before the jump;
+        // one that waits for a dead sync's marker is recovered after it.
+        t.set_clock(Some(m.now()));
+        self.run_queued(&mut m, false)?;
         m.epoch += 1;
         for p in &mut m.pushes {
             if p.sync == Sync::CrashedLive {
@@ -1007,29 +1023,7 @@ impl Checker {
                 let b = self.batch(&o)?;
                 self.deliver(&mut m, &b)?;
             }
-            while let Some(p) = m.queue.pop() {
-                progress = true;
-                let (old, new, args) = &self.revs[p as usize];
-                let o = t
-                    .reset_begin(c, mr, Some(old), new, args)
-                    .map_err(|x| x.to_string())?;
-                Self::idx_err(&o)?;
-                if o.code != "run" {
-                    return Err(format!("recovery: push {p}'s reset answered {}", o.code));
-                }
-                let f = t
-                    .reset_finish(c, mr, o.value as u64, true)
-                    .map_err(|x| x.to_string())?;
-                Self::idx_err(&f)?;
-                if m.pushes[p as usize].clean > 0 {
-                    return Err(format!(
-                        "recovery: push {p}'s reset completed cleanly a second time"
-                    ));
-                }
-                m.pushes[p as usize].clean += 1;
-                let b = self.batch(&f)?;
-                self.deliver(&mut m, &b)?;
-            }
+            progress |= self.run_queued(&mut m, true)?;
             if !progress {
                 break;
             }
