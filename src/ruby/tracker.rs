@@ -283,11 +283,6 @@ impl RbTracker {
         rb_self.call(ruby, move |t, c| t.clear(c, id)).map(outcome)
     }
 
-    fn index_add(ruby: &Ruby, rb_self: &Self, id: i64, due: u64) -> Result<(), Error> {
-        let id = mr(ruby, id)?;
-        rb_self.call(ruby, move |t, c| t.index_add(c, id, due))
-    }
-
     fn index_settle(
         ruby: &Ruby,
         rb_self: &Self,
@@ -379,7 +374,6 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("reset_begin", method!(RbTracker::reset_begin, 4))?;
     class.define_method("reset_finish", method!(RbTracker::reset_finish, 4))?;
     class.define_method("clear", method!(RbTracker::clear, 1))?;
-    class.define_method("index_add", method!(RbTracker::index_add, 2))?;
     class.define_method("index_settle", method!(RbTracker::index_settle, 3))?;
     class.define_method("index_due", method!(RbTracker::index_due, 1))?;
     class.define_method("snapshot", method!(RbTracker::snapshot, 1))?;
