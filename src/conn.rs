@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 /// The name of every connection this gem opens to a single server.
 pub const CLIENT_NAME: &str = "approval_sync";
 
+/// The pause before sending a command again that a Cluster node refused
+/// while a slot was moving.
+const CLUSTER_RETRY_WAIT: Duration = Duration::from_millis(20);
+
 /// How often a waiting call looks at its [`Cancel`] flag.
 const CANCEL_POLL: Duration = Duration::from_millis(10);
 
@@ -313,13 +317,14 @@ impl ConnHandle<'_> {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let read_timeout = self.client.config.read_timeout;
+        let mut deadline = tokio::time::Instant::now() + read_timeout;
         let mut demoted = false;
         loop {
             let conn = match self.client.connection().await {
                 Ok(conn) => conn,
                 Err(e) => return Err(self.fail(e)),
             };
-            let reply = match tokio::time::timeout(read_timeout, f(conn)).await {
+            let reply = match tokio::time::timeout_at(deadline, f(conn)).await {
                 Ok(reply) => reply,
                 Err(_) => return Err(self.fail(Error::Timeout(read_timeout))),
             };
@@ -327,6 +332,17 @@ impl ConnHandle<'_> {
                 Err(e) if !demoted && e.code() == Some("READONLY") => {
                     demoted = true;
                     self.client.discard();
+                    deadline = tokio::time::Instant::now() + read_timeout;
+                }
+                // A Cluster node that answers MOVED, ASK, TRYAGAIN or
+                // CLUSTERDOWN ran nothing; when the client's own redirects
+                // ran out mid-migration, wait a moment and send it again,
+                // within the same read timeout.
+                Err(e)
+                    if matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
+                        && tokio::time::Instant::now() + CLUSTER_RETRY_WAIT < deadline =>
+                {
+                    tokio::time::sleep(CLUSTER_RETRY_WAIT).await;
                 }
                 reply => return reply,
             }
