@@ -1,10 +1,16 @@
 //! The Lua scripts, one per operation, each with the shared prelude.
+//!
+//! `prelude.lua` reads a merge request's state; `writes.lua` holds what
+//! changes it. A writing script is prelude, writes, then its own body. The
+//! status script places both itself (see `with_parts`), so a read of an idle
+//! merge request runs neither.
 
 use std::sync::OnceLock;
 
 use redis::Script;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
+const WRITES: &str = include_str!("lua/writes.lua");
 
 /// Every script the core runs.
 pub struct Scripts {
@@ -22,14 +28,26 @@ pub struct Scripts {
 }
 
 fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!("{PRELUDE}\n{WRITES}\n{body}"))
+}
+
+/// A script that says itself where the prelude and the write half go.
+fn with_parts(body: &str) -> Script {
+    assert!(
+        body.matches("--[[prelude]]").count() == 1 && body.matches("--[[writes]]").count() == 1
+    );
+    Script::new(
+        &body
+            .replace("--[[prelude]]", PRELUDE)
+            .replace("--[[writes]]", WRITES),
+    )
 }
 
 /// The scripts, built once per process.
 pub fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        status: with_prelude(include_str!("lua/status.lua")),
+        status: with_parts(include_str!("lua/status.lua")),
         start: with_prelude(include_str!("lua/start.lua")),
         finish: with_prelude(include_str!("lua/finish.lua")),
         schedule: with_prelude(include_str!("lua/schedule.lua")),

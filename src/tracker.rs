@@ -390,7 +390,11 @@ impl Tracker {
             invocation.arg(*arg);
         }
         let value: Value = self.client.run(cancel, |c| c.invoke(invocation))?;
-        let mut raw = parse(value)?;
+        let mut raw = match value {
+            // The status of a merge request with nothing tracked: the legacy flag.
+            Value::Int(legacy) if matches!(op, Op::Status) => Raw::idle(legacy),
+            value => parse(value)?,
+        };
         if let Some(change) = raw.index.take() {
             raw.outcome.index_error = self
                 .apply_index(cancel, mr, change)
@@ -451,6 +455,24 @@ struct Raw {
     outcome: Outcome,
     values: Vec<i64>,
     index: Option<IndexChange>,
+}
+
+impl Raw {
+    /// A status read that found no tracking key.
+    fn idle(legacy: i64) -> Raw {
+        Raw {
+            outcome: Outcome {
+                code: "status".into(),
+                value: legacy,
+                due_at: 0,
+                jobs: Vec::new(),
+                expired: Vec::new(),
+                index_error: None,
+            },
+            values: vec![legacy, 0, 0, 0],
+            index: None,
+        }
+    }
 }
 
 /// What a script asks of the sweep's index.

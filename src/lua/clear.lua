@@ -1,8 +1,7 @@
 -- Forgets a merge request's markers and kept resets (after a merge or close).
 -- value = kept resets dropped.
 begin()
-local dropped = #entries()
-local idx = redis.call('HGET', resets, 'idx')
+local dropped = #list
 redis.call('DEL', markers, resets)
 local change = {}
 if idx then

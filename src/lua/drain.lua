@@ -5,11 +5,10 @@
 -- value = entries still waiting after this step; due_at = when they can go.
 begin()
 local expired = purge()
-local list = entries()
 local jobs = {}
 local n_live, last = live_code_owner()
 if n_live == 0 then
-  drain(list, jobs)
+  drain(jobs)
 end
 local left = 0
 for _, e in ipairs(list) do
@@ -19,7 +18,7 @@ for _, e in ipairs(list) do
 end
 local out = finish_write('drained', left, last, jobs, expired)
 local seen = ARGV[4]
-if seen and seen ~= '' and not out[6][1] and redis.call('EXISTS', resets) == 0 then
+if seen and seen ~= '' and not out[6][1] and not hash_exists then
   out[6] = settle_index({ 'del', seen })
 end
 return out

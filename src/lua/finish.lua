@@ -4,17 +4,18 @@ begin()
 local member = ARGV[4]
 local expired = purge()
 local n, found = 1, 0
-while redis.call('ZSCORE', markers, member .. '#' .. n) do
+while marks[member .. '#' .. n] do
   n = n + 1
 end
 if n > 1 then
   redis.call('ZREM', markers, member .. '#' .. (n - 1))
+  marks[member .. '#' .. (n - 1)] = nil
   found = 1
 end
 
 local jobs = {}
 local n_live, last = live_code_owner()
 if n_live == 0 then
-  drain(entries(), jobs)
+  drain(jobs)
 end
 return finish_write('finished', found, last, jobs, expired)

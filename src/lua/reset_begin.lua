@@ -4,7 +4,6 @@
 -- live: the entry then waits and the sync's finish enqueues it again.
 begin()
 local expired = purge()
-local list = entries()
 local pick
 for _, want in ipairs({ 'q', 'w' }) do
   for _, e in ipairs(list) do

@@ -6,8 +6,7 @@
 begin()
 local expired = purge()
 local id = ARGV[4]
-local raw = redis.call('HGET', resets, id)
-local e = raw and decode(id, raw)
+local e = find_entry(id)
 local token = ARGV[6]
 if not e or e.st ~= 'r' or (token and token ~= '' and string.format('%d', e.dl) ~= token) then
   -- Cleared after a merge, or revived after this run passed its deadline
@@ -17,18 +16,19 @@ end
 
 local n_live, last = live_code_owner()
 local code, jobs = 'done', {}
-if ARGV[5] ~= '1' then
-  redis.call('HDEL', resets, id)
-  code = 'dropped'
-elseif e.dirty == '0' and n_live == 0 then
-  redis.call('HDEL', resets, id)
+local ends = ARGV[5] ~= '1' or (e.dirty == '0' and n_live == 0)
+if ends then
+  if ARGV[5] ~= '1' then
+    code = 'dropped'
+  end
+  end_entry(e)
 else
   e.st = 'w'
   e.dirty = '0'
   save(e)
   code = 'rerun'
   if n_live == 0 then
-    drain(entries(), jobs)
+    drain(jobs)
   end
 end
 return finish_write(code, e.id, last, jobs, expired)

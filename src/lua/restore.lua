@@ -3,14 +3,11 @@
 begin()
 local back = 0
 for i = 4, #ARGV do
-  local raw = redis.call('HGET', resets, ARGV[i])
-  if raw then
-    local e = decode(ARGV[i], raw)
-    if e.st == 'q' then
-      e.st = 'w'
-      save(e)
-      back = back + 1
-    end
+  local e = find_entry(ARGV[i])
+  if e and e.st == 'q' then
+    e.st = 'w'
+    save(e)
+    back = back + 1
   end
 end
 return finish_write('restored', back)

@@ -9,9 +9,7 @@ if n_live > 0 then
   add_entry('w', ARGV[4], ARGV[5], ARGV[6])
   code = 'kept'
 else
-  local list = entries()
-  local e = add_entry('w', ARGV[4], ARGV[5], ARGV[6])
-  list[#list + 1] = e
-  drain(list, jobs)
+  add_entry('w', ARGV[4], ARGV[5], ARGV[6])
+  drain(jobs)
 end
 return finish_write(code, 0, last, jobs, expired)

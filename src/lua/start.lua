@@ -5,22 +5,18 @@ begin()
 local member = ARGV[4]
 local expired = purge()
 local deadline = now + marker_ttl
-local count
-if string.sub(member, -7) == ':create' then
-  redis.call('ZADD', markers, deadline, member .. '#1')
-  count = 1
-else
-  local n = 1
-  while redis.call('ZSCORE', markers, member .. '#' .. n) do
-    n = n + 1
+local count = 1
+if string.sub(member, -7) ~= ':create' then
+  while marks[member .. '#' .. count] do
+    count = count + 1
   end
-  redis.call('ZADD', markers, deadline, member .. '#' .. n)
-  count = n
 end
+redis.call('ZADD', markers, deadline, member .. '#' .. count)
+marks[member .. '#' .. count] = deadline
 
 -- A reset that is running now reads rules this sync is about to rewrite.
 if string.sub(member, 1, 11) == 'code_owner:' then
-  for _, e in ipairs(entries()) do
+  for _, e in ipairs(list) do
     if e.st == 'r' and e.dirty == '0' then
       e.dirty = '1'
       save(e)

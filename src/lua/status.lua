@@ -2,24 +2,28 @@
 -- ARGV[5] its oldrev and ARGV[6] its newrev when it names a reset.
 -- value = { legacy, live markers, blocking entries, member syncing };
 -- writes only when kept resets are due, which it then hands out as jobs.
-if redis.call('EXISTS', markers, resets) == 0 then
-  -- Nothing tracked: no clock, no type checks, one more command.
-  return { 'status', { redis.call('EXISTS', legacy), 0, 0, 0 }, 0, {}, {}, {} }
+--
+-- The script is assembled around two marker comments (prelude, writes; see
+-- src/scripts.rs), so the common reads define only what they use.
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+  -- Nothing tracked (the common case): answered before the prelude runs,
+  -- with the legacy flag alone (the caller reads an integer as idle).
+  return redis.call('EXISTS', KEYS[1])
 end
+--[[prelude]]
 begin()
-local list = entries()
 local jobs, change, expired = {}, {}, {}
 local n_live = live_code_owner()
 local revived = false
 for _, e in ipairs(list) do
   revived = revived or (e.st ~= 'w' and e.dl <= now)
 end
-if revived or (n_live == 0 and waiting(list)) then
+if revived or (n_live == 0 and waiting()) then
   -- Rare: a sync or a reset worker died, or an enqueue failed. Recover here.
+  --[[writes]]
   expired = purge()
-  list = entries()
   if n_live == 0 then
-    drain(list, jobs)
+    drain(jobs)
   end
   change = index_change()
   touch()
@@ -37,15 +41,16 @@ for _, e in ipairs(list) do
   end
 end
 
-local live = redis.call('ZRANGEBYSCORE', markers, '(' .. now, '+inf')
-if member ~= '' then
-  local prefix = member .. '#'
-  for _, m in ipairs(live) do
-    if string.sub(m, 1, #prefix) == prefix then
+local n_markers = 0
+local prefix = member .. '#'
+for m, dl in pairs(marks) do
+  if dl > now then
+    n_markers = n_markers + 1
+    if member ~= '' and string.sub(m, 1, #prefix) == prefix then
       member_hit = 1
     end
   end
 end
 
-local value = { redis.call('EXISTS', legacy), #live, blocking, member_hit }
+local value = { redis.call('EXISTS', legacy), n_markers, blocking, member_hit }
 return { 'status', value, 0, jobs, expired, change }
