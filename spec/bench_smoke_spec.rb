@@ -85,3 +85,15 @@ RSpec.describe "bench/run --quick", :slow do
     expect { Process.kill(0, pid) }.to raise_error(Errno::ESRCH)
   end
 end
+
+RSpec.describe "bench/script_time --quick", :slow do
+  it "times every script of a push on the server and leaves no key" do
+    root = File.expand_path("..", __dir__)
+    out, status = Open3.capture2e(RbConfig.ruby, File.join(root, "bench", "script_time"), "--quick",
+                                  chdir: root, stdin_data: "")
+    expect(status).to be_success, out
+    ["status, idle", "start", "status, 1 sync", "finish", "schedule", "reset_begin", "reset_finish"].each do |label|
+      expect(out).to match(/^#{Regexp.escape(label)}\s+\d+\.\d\d µs/)
+    end
+  end
+end

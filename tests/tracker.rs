@@ -302,3 +302,35 @@ fn a_stalled_run_cannot_end_the_run_that_replaced_it() {
         .unwrap();
     assert_eq!(end.code, "rerun", "the overlapped run must run again");
 }
+
+#[test]
+fn the_markers_ttl_follows_the_latest_deadline() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let markers = "approval_sync:{mr_42_cannot_merge}:markers";
+    let pttl = || -> i64 { server.cli(&["PTTL", markers]).trim().parse().unwrap() };
+    let base = 1_700_000_000_000;
+
+    t.set_clock(Some(base));
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    t.set_clock(Some(base + 100_000));
+    t.start(&c, mr(42), &code_owner(C, D)).unwrap();
+    // Latest deadline base + 400 s, one marker TTL past it: 600 s from now.
+    assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
+
+    // The earlier sync ends at base + 200 s: the latest deadline, so the
+    // expiry, stands (set again it would be 400 - 200 + 300 = 500 s).
+    t.set_clock(Some(base + 200_000));
+    t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
+
+    // A sync starting now has the latest deadline (base + 500 s); when it
+    // ends, C..D's (base + 400 s) is the latest again: 200 s + 300 s.
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
+    t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert!((490_000..=500_000).contains(&pttl()), "{}", pttl());
+    t.finish(&c, mr(42), &code_owner(C, D)).unwrap();
+    assert!(keys(&server).is_empty());
+}
