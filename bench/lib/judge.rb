@@ -61,23 +61,13 @@ module ApprovalSyncBench
       saturated = rows.find { |r| r[:redis_cpu] >= Targets::SATURATED }
       met = gain >= THREAD_GAIN || (saturated && saturated[:mode].to_i <= 4)
       targets.check("4 threads >= #{THREAD_GAIN}x 1 thread (until Redis saturates)", met,
-                    thread_note(gain, four, saturated, by_mode.fetch("1 thread")))
+                    thread_note(gain, four, saturated))
     end
 
-    def thread_note(gain, four, saturated, one)
+    def thread_note(gain, four, saturated)
       note = "#{Report.ratio(gain)}; at 4 threads redis-server used #{Report.pct(four[:redis_cpu])} of a core, " \
              "the machine #{format("%.2f", four[:machine_cores])} of #{Etc.nprocessors} cores"
-      note = "#{note}; #{ceilings(one)}"
       saturated ? "#{note}; Redis saturated at #{saturated[:mode]}" : note
-    end
-
-    # Where the 1-thread row's CPU use runs out, scaled linearly: redis-server
-    # at one full core, and all the machine's cores (Redis and Ruby together).
-    def ceilings(one)
-      redis = one[:ips] / [one[:redis_cpu], 0.01].max
-      machine = one[:ips] * Etc.nprocessors / [one[:machine_cores], 0.01].max
-      "ceilings from the 1-thread CPU: Redis at #{Report.ops(redis)}/s (#{Report.ratio(redis / one[:ips])}), " \
-        "the #{Etc.nprocessors} cores at #{Report.ops(machine)}/s (#{Report.ratio(machine / one[:ips])})"
     end
 
     def rss(targets)
