@@ -334,3 +334,47 @@ fn the_markers_ttl_follows_the_latest_deadline() {
     t.finish(&c, mr(42), &code_owner(C, D)).unwrap();
     assert!(keys(&server).is_empty());
 }
+
+#[test]
+fn thousands_of_kept_resets_are_handed_out_in_one_finish() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let base: u64 = 1_700_000_000_000;
+    t.set_clock(Some(base));
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+
+    // More kept resets than one unpack() can pass to a command, seeded as a
+    // schedule during the sync would have stored them.
+    let n: u64 = 6000;
+    let first = base * 1000 + 1;
+    let mut fields: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let entry = format!("w|{}|0|{A}|{B}|[{i}]", base + 300_000);
+            ((first + i).to_string(), entry)
+        })
+        .collect();
+    fields.push(("seq".into(), (first + n - 1).to_string()));
+    let mut con = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("approval_sync:{mr_42_cannot_merge}:resets")
+        .arg(&fields)
+        .query(&mut con)
+        .unwrap();
+
+    let out = t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert_eq!(out.jobs.len() as u64, n);
+    for (i, job) in out.jobs.iter().enumerate() {
+        assert_eq!(
+            (job.id, job.args.as_str()),
+            (first + i as u64, &*format!("[{i}]"))
+        );
+    }
+    let snap = t.snapshot(&c, mr(42)).unwrap();
+    assert_eq!(snap.entries.len() as u64, n);
+    assert!(snap.entries.iter().all(|(_, raw)| raw.starts_with("q|")));
+    assert_all_keys_expire(&server);
+}

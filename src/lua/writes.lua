@@ -97,6 +97,15 @@ local function add_entry(st, old, new, args)
   return e
 end
 
+-- One command on the resets hash per 1,000 arguments (an even number, so
+-- field-value pairs stay whole): unpack() has a limit, and a merge request
+-- may keep many resets.
+local function send(cmd, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, resets, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
 -- Writes the copy's changes to the resets hash. Keys always carry a TTL,
 -- set in the same step that writes them: resets outlive the markers, and
 -- markers outlive their latest deadline by one more marker TTL, so the call
@@ -105,27 +114,23 @@ end
 -- only when that changed.
 local function touch()
   if #list > 0 then
-    local args = { 'HSET', resets }
+    local fields = {}
     if meta_changed and seq then
-      args[#args + 1] = 'seq'
-      args[#args + 1] = seq
+      fields[#fields + 1] = 'seq'
+      fields[#fields + 1] = seq
     end
     if meta_changed and idx then
-      args[#args + 1] = 'idx'
-      args[#args + 1] = idx
+      fields[#fields + 1] = 'idx'
+      fields[#fields + 1] = idx
     end
     for _, e in ipairs(list) do
       if changed[e] then
-        args[#args + 1] = field(e.id)
-        args[#args + 1] = encode(e)
+        fields[#fields + 1] = field(e.id)
+        fields[#fields + 1] = encode(e)
       end
     end
-    if #args > 2 then
-      redis.call(unpack(args))
-    end
-    if #ended > 0 then
-      redis.call('HDEL', resets, unpack(ended))
-    end
+    send('HSET', fields)
+    send('HDEL', ended)
     redis.call('PEXPIRE', resets, pending_ttl)
     hash_exists = true
   elseif hash_exists then
