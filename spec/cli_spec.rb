@@ -251,7 +251,7 @@ RSpec.describe "exe/approval-sync" do
       before = dump
       result = approval_sync("sweep", "--dry-run", "--json")
       expect(result.code).to eq(0), result.err
-      expect(result.json).to eq("due" => [42], "enqueued" => 0, "waiting" => 0, "dry_run" => true)
+      expect(result.json).to eq("due" => [42], "enqueued" => 0, "waiting" => 0, "failed" => [], "dry_run" => true)
       expect(approval_sync("sweep", "--dry-run").out.strip).to eq("dry run: 1 merge request(s) due: 42")
       expect(dump).to eq(before)
     end
@@ -272,7 +272,7 @@ RSpec.describe "exe/approval-sync" do
       config.close
       result = approval_sync("sweep", "--require", "spec/fixtures/ee/all.rb", "--config", config.path, "--json")
       expect(result.code).to eq(0), result.err
-      expect(result.json).to eq("due" => [42], "enqueued" => 1, "waiting" => 0, "dry_run" => false)
+      expect(result.json).to eq("due" => [42], "enqueued" => 1, "waiting" => 0, "failed" => [], "dry_run" => false)
 
       jobs = redis.lrange("queue:default", 0, -1).map { |job| JSON.parse(job) }
       expect(jobs.map { |job| [job["class"], job["args"]] }).to eq([["EEExample::ResetApprovalsWorker", reset_args]])

@@ -71,7 +71,7 @@ RSpec.describe "Hardening" do
   it "drops an index member that is no merge request id instead of failing every sweep" do
     redis.zadd(ApprovalSyncTest::DUE, 1, "not-an-id")
     redis.zadd(ApprovalSyncTest::DUE, 1, "-5")
-    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0, failed: [])
     expect(redis.zcard(ApprovalSyncTest::DUE)).to eq(0)
   end
 end

@@ -49,7 +49,7 @@ RSpec.describe "ApprovalSync.sweep!" do
 
   it "does nothing while the sync may still be alive" do
     killed_sync_with_kept_reset(42)
-    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0, failed: [])
     expect(worker.calls).to be_empty
     expect(ApprovalSync::ApprovalRulesSyncCoordinator.new(42)).to have_pending_reset_approvals.count(1)
   end
@@ -58,9 +58,9 @@ RSpec.describe "ApprovalSync.sweep!" do
     killed_sync_with_kept_reset(42)
     wait_until_due(42)
     expect(worker.calls).to be_empty
-    expect(ApprovalSync.sweep!).to eq(due: [42], enqueued: 1, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [42], enqueued: 1, waiting: 0, failed: [])
     expect(worker.calls.map(&:to_s)).to eq(["perform_async(#{args_of(42).map(&:inspect).join(", ")})"])
-    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0, failed: [])
     ApprovalSync::ApprovalState.new(42).temporarily_unapproved?
     expect(worker.calls.size).to eq(1)
     # Indexed until the worker has run the reset, in case the job is lost.
@@ -68,6 +68,37 @@ RSpec.describe "ApprovalSync.sweep!" do
     run_reset(42)
     expect(redis_keys).to be_empty
     expect(log_output).to include("event=reset_recovered merge_request_id=42")
+  end
+
+  it "skips a damaged merge request, logs it, and still recovers the others" do
+    killed_sync_with_kept_reset(43)
+    wait_until_due(43)
+    # Merge request 42 is due first in the index, with a resets key of the
+    # wrong type; 44 with an entry that cannot be read.
+    redis.set("approval_sync:{mr_42_cannot_merge}:resets", "garbage")
+    redis.hset("approval_sync:{mr_44_cannot_merge}:resets", "77", "not an entry")
+    redis.zadd(ApprovalSyncTest::DUE, [[5, "42"], [6, "44"]])
+
+    expect(ApprovalSync.sweep!).to eq(due: [42, 44, 43], enqueued: 1, waiting: 0, failed: [42, 44])
+    expect(worker.calls.map(&:to_s)).to eq(["perform_async(#{args_of(43).map(&:inspect).join(", ")})"])
+    expect(log_output).to include("event=sweep_failed merge_request_id=42 error=ApprovalSync::WrongTypeError")
+    expect(log_output).to include("event=sweep_failed merge_request_id=44 error=ApprovalSync::ProtocolError")
+    # Still due: a later sweep reports them again until they are repaired or cleared.
+    expect(ApprovalSync.sweep!(dry_run: true)[:due]).to eq([42, 44])
+    redis.del("approval_sync:{mr_42_cannot_merge}:resets")
+    ApprovalSync::ApprovalRulesSyncCoordinator.new(44).clear!
+    # Index entries with nothing left behind them go in the next sweep.
+    expect(ApprovalSync.sweep!).to eq(due: [42, 44], enqueued: 0, waiting: 0, failed: [])
+    expect(ApprovalSync.sweep!(dry_run: true)[:due]).to be_empty
+  end
+
+  it "logs a sweep index it could not update when clear! drops kept resets" do
+    killed_sync_with_kept_reset(42)
+    redis.del(ApprovalSyncTest::DUE)
+    redis.set(ApprovalSyncTest::DUE, "not an index")
+    expect(ApprovalSync::ApprovalRulesSyncCoordinator.new(42).clear!).to eq(1)
+    expect(log_output).to include("event=index_failed merge_request_id=42")
+    expect(redis_keys).to eq([ApprovalSyncTest::DUE])
   end
 
   # Issue 6 asks for one log line per state change, "marker expired" among
@@ -99,7 +130,7 @@ RSpec.describe "ApprovalSync.sweep!" do
     killed_sync_with_kept_reset(42)
     wait_until_due(42)
     before = dump_all
-    expect(ApprovalSync.sweep!(dry_run: true)).to eq(due: [42], enqueued: 0, waiting: 0)
+    expect(ApprovalSync.sweep!(dry_run: true)).to eq(due: [42], enqueued: 0, waiting: 0, failed: [])
     expect(worker.calls).to be_empty
     expect(dump_all).to eq(before)
     expect(ApprovalSync.sweep!).to include(due: [42], enqueued: 1)
@@ -119,7 +150,7 @@ RSpec.describe "ApprovalSync.sweep!" do
     ApprovalSync.sweep! # connects, loads nothing else
     before = dump_all
     redis.config(:resetstat)
-    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0, failed: [])
     stats = redis.info(:commandstats).keys.map { |key| key.delete_prefix("cmdstat_") } - %w[config|resetstat info]
     expect(stats).to include("zrangebyscore")
     expect(stats).to all(satisfy { |name| %w[zrangebyscore time].include?(name) })
@@ -143,8 +174,8 @@ RSpec.describe "ApprovalSync.sweep!" do
     expect(worker.calls.size).to eq(1)
     worker.clear # the job never reaches a worker
     wait_until_due(42)
-    expect(ApprovalSync.sweep!).to eq(due: [42], enqueued: 1, waiting: 0)
-    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0)
+    expect(ApprovalSync.sweep!).to eq(due: [42], enqueued: 1, waiting: 0, failed: [])
+    expect(ApprovalSync.sweep!).to eq(due: [], enqueued: 0, waiting: 0, failed: [])
     expect(worker.calls.size).to eq(1)
     run_reset(42)
     expect(redis_keys).to be_empty

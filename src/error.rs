@@ -53,6 +53,13 @@ impl Error {
         if let Some(at) = text.find("ASWRONGTYPE ") {
             return wrong_type(&clean(&text[at + "ASWRONGTYPE ".len()..]));
         }
+        // A damaged entry, the same way: only our own words reach the caller.
+        if let Some(at) = text.find("ASCORRUPT ") {
+            return Error::Protocol(format!(
+                "ASCORRUPT {}",
+                clean(&text[at + "ASCORRUPT ".len()..])
+            ));
+        }
         if let Some(code) = err.code() {
             let detail = clean(err.detail().unwrap_or_default());
             return match code {
@@ -120,6 +127,29 @@ mod tests {
             panic!("not a wrong type error")
         };
         assert_eq!(key, "approval_sync:{mr_42_cannot_merge}:markers");
+    }
+
+    #[test]
+    fn script_noise_is_stripped_from_corrupt_entry_errors() {
+        // Redis 6.2 wraps an error('...') raised in a script.
+        let text = "Error running script (call to f_0123abcd): @user_script:65: ASCORRUPT \
+                    approval_sync:{mr_42_cannot_merge}:resets field 77 is not an entry";
+        let err = Error::from_redis(
+            redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "An error was signalled by the server",
+                text.to_string(),
+            )),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            err.to_string(),
+            Error::Protocol(
+                "ASCORRUPT approval_sync:{mr_42_cannot_merge}:resets field 77 is not an entry"
+                    .into()
+            )
+            .to_string()
+        );
     }
 
     #[test]

@@ -319,18 +319,23 @@ fn the_markers_ttl_follows_the_latest_deadline() {
     // Latest deadline base + 400 s, one marker TTL past it: 600 s from now.
     assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
 
-    // The earlier sync ends at base + 200 s: the latest deadline, so the
-    // expiry, stands (set again it would be 400 - 200 + 300 = 500 s).
+    // The earlier sync ends at base + 200 s: every write of the markers sets
+    // their TTL anew, one marker TTL past the latest deadline (base + 400 s).
     t.set_clock(Some(base + 200_000));
     t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
-    assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
+    assert!((490_000..=500_000).contains(&pttl()), "{}", pttl());
 
-    // A sync starting now has the latest deadline (base + 500 s); when it
-    // ends, C..D's (base + 400 s) is the latest again: 200 s + 300 s.
+    // A sync starting now has the latest deadline (base + 500 s).
     t.start(&c, mr(42), &code_owner(A, B)).unwrap();
     assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
     t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
     assert!((490_000..=500_000).contains(&pttl()), "{}", pttl());
+
+    // A key that lost its TTL (a hand-made change) gets one at the next write.
+    server.cli(&["PERSIST", markers]);
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert!((590_000..=600_000).contains(&pttl()), "{}", pttl());
+    t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
     t.finish(&c, mr(42), &code_owner(C, D)).unwrap();
     assert!(keys(&server).is_empty());
 }
@@ -377,4 +382,103 @@ fn thousands_of_kept_resets_are_handed_out_in_one_finish() {
     assert_eq!(snap.entries.len() as u64, n);
     assert!(snap.entries.iter().all(|(_, raw)| raw.starts_with("q|")));
     assert_all_keys_expire(&server);
+}
+
+#[test]
+fn a_finish_ends_the_live_instance_when_a_lower_one_died() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let base: u64 = 1_700_000_000_000;
+
+    // The same push synced twice: the first process dies, its retry runs.
+    t.set_clock(Some(base));
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    t.set_clock(Some(base + 100_000));
+    assert_eq!(t.start(&c, mr(42), &code_owner(A, B)).unwrap().value, 2);
+    t.set_clock(Some(base + 120_000));
+    assert_eq!(
+        t.schedule(&c, mr(42), Some(B), C, &args(B, C))
+            .unwrap()
+            .code,
+        "kept"
+    );
+
+    // The retry ends after the first one's deadline: #1 is gone, #2 is its own.
+    t.set_clock(Some(base + 310_000));
+    let out = t.finish(&c, mr(42), &code_owner(A, B)).unwrap();
+    assert_eq!(out.value, 1, "the live instance was found");
+    assert_eq!(out.jobs.len(), 1, "the kept reset goes at once");
+    assert!(t.snapshot(&c, mr(42)).unwrap().markers.is_empty());
+}
+
+/// Seeds one raw field of merge request 42's resets hash.
+fn seed_entry(server: &RedisServer, field: &str, entry: &str) {
+    server.cli(&[
+        "HSET",
+        "approval_sync:{mr_42_cannot_merge}:resets",
+        field,
+        entry,
+    ]);
+}
+
+#[test]
+fn new_entries_go_after_every_entry_present_even_without_seq() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let base: u64 = 1_700_000_000_000;
+    t.set_clock(Some(base));
+    t.start(&c, mr(42), &code_owner(C, D)).unwrap();
+
+    // A kept reset whose hash lost "seq", with an id the clock would give next
+    // and one above it: neither may be overwritten or overtaken.
+    for (id, old) in [(base * 1000 + 1, A), (base * 1000 + 500, B)] {
+        let entry = format!("w|{}|0|{old}|{C}|{}", base + 300_000, args(old, C));
+        seed_entry(&server, &id.to_string(), &entry);
+    }
+    t.schedule(&c, mr(42), Some(C), D, &args(C, D)).unwrap();
+    let out = t.finish(&c, mr(42), &code_owner(C, D)).unwrap();
+    let sent: Vec<&str> = out.jobs.iter().map(|j| j.args.as_str()).collect();
+    assert_eq!(sent, [args(A, C), args(B, C), args(C, D)]);
+}
+
+#[test]
+fn an_entry_under_a_field_that_is_no_id_is_reported_and_nothing_is_written() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let entry = format!("w|1700000300000|0|{A}|{B}|{}", args(A, B));
+    for field in ["abc", "0042", "1e3", "1.5", "12345678901234567890"] {
+        server.cli(&["FLUSHALL"]);
+        seed_entry(&server, field, &entry);
+        match t.start(&c, mr(42), &code_owner(C, D)) {
+            Err(Error::Protocol(text)) => {
+                assert!(
+                    text.starts_with("ASCORRUPT approval_sync:{mr_42_cannot_merge}:resets field"),
+                    "{text}"
+                );
+                assert!(!text.contains("script"), "{text}");
+            }
+            other => panic!("field {field}: expected a protocol error, got {other:?}"),
+        }
+        assert_eq!(
+            keys(&server),
+            ["approval_sync:{mr_42_cannot_merge}:resets"],
+            "field {field}"
+        );
+    }
+}
+
+#[test]
+fn clear_forgets_a_merge_request_with_a_damaged_entry() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    t.start(&c, mr(42), &code_owner(A, B)).unwrap();
+    seed_entry(&server, "77", "garbage");
+    assert!(t.status(&c, mr(42), None).is_err());
+
+    assert_eq!(t.clear(&c, mr(42)).unwrap().value, 1);
+    assert!(keys(&server).is_empty());
 }

@@ -189,8 +189,9 @@ module ApprovalSync
     # Works in both flag states; the legacy flag is left to expire.
     # @return [Integer] kept resets dropped
     def clear!
-      _, dropped, = tracker.clear(merge_request_id)
+      _, dropped, _, _, _, index_error = tracker.clear(merge_request_id)
       Events.emit(:resets_cleared, merge_request_id: merge_request_id, dropped: dropped)
+      Jobs.notes(merge_request_id, [], index_error)
       dropped
     end
 

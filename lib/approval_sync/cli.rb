@@ -229,7 +229,7 @@ module ApprovalSync
       result = ApprovalSync.sweep!(limit: limit, dry_run: options[:dry_run] ? true : false)
       result = result.merge(dry_run: options[:dry_run] ? true : false)
       options[:json] ? emit_json(result) : @out.puts(sweep_text(result))
-      OK
+      result[:failed].empty? ? OK : FAILED
     end
 
     # Resolved before anything is drained, so a missing worker cannot strand resets.
@@ -245,8 +245,11 @@ module ApprovalSync
       ids = result[:due].empty? ? "none" : result[:due].join(", ")
       return "dry run: #{result[:due].size} merge request(s) due: #{ids}" if result[:dry_run]
 
-      "swept #{result[:due].size} merge request(s) (#{ids}): #{result[:enqueued]} reset(s) enqueued, " \
-        "#{result[:waiting]} still waiting for a live sync"
+      text = "swept #{result[:due].size} merge request(s) (#{ids}): #{result[:enqueued]} reset(s) enqueued, " \
+             "#{result[:waiting]} still waiting for a live sync"
+      return text if result[:failed].empty?
+
+      "#{text}; skipped, damaged (see the log, or clear them): #{result[:failed].join(", ")}"
     end
 
     def run_clear(id)

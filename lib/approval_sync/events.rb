@@ -5,7 +5,7 @@ module ApprovalSync
   # change nothing emit nothing.
   module Events
     # Events logged at error level; the rest are info.
-    ERRORS = %i[enqueue_failed index_failed].freeze
+    ERRORS = %i[enqueue_failed index_failed sweep_failed].freeze
 
     module_function
 

@@ -7,18 +7,28 @@ module ApprovalSync
     # cron worker, every minute. One ZRANGEBYSCORE when there is nothing to do;
     # otherwise one drain and one index update per merge request, at most
     # `limit` merge requests per call.
+    #
+    # A merge request whose keys are damaged (a key of the wrong type, an
+    # entry that cannot be read) is logged as `sweep_failed` and skipped, so
+    # it cannot hold back the others; it stays due until someone repairs or
+    # clears it. A Redis that cannot be reached stops the sweep with its error.
     # @param limit [Integer] merge requests looked at, 1 to 10000
     # @param dry_run [Boolean] report what is due without enqueuing
-    # @return [Hash{Symbol => Object}] :due (ids looked at), :enqueued, :waiting
+    # @return [Hash{Symbol => Object}] :due (ids looked at), :enqueued, :waiting, :failed (ids skipped)
     def sweep!(limit: 100, dry_run: false)
       raise TypeError, "limit must be an Integer" unless limit.is_a?(Integer)
       raise ArgumentError, "limit must be between 1 and 10000" unless limit.between?(1, 10_000)
 
       due = tracker.index_due(limit)
-      result = { due: due.map(&:first), enqueued: 0, waiting: 0 }
+      result = { due: due.map(&:first), enqueued: 0, waiting: 0, failed: [] }
       return result if dry_run
 
-      due.each { |id, score| sweep_one(id, score, result) }
+      due.each do |id, score|
+        sweep_one(id, score, result)
+      rescue WrongTypeError, ProtocolError => e
+        result[:failed] << id
+        Events.emit(:sweep_failed, merge_request_id: id, error: e.class.name, message: e.message)
+      end
       result
     end
 

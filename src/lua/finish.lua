@@ -3,13 +3,19 @@
 begin()
 local member = ARGV[4]
 local expired = purge()
-local n, found = 1, 0
-while marks[member .. '#' .. n] do
-  n = n + 1
+-- The highest instance still tracked: a lower one may be gone already (its
+-- process died and purge() dropped it), so the numbers can have gaps.
+local prefix, top = member .. '#', 0
+for m in pairs(marks) do
+  if string.sub(m, 1, #prefix) == prefix then
+    top = math.max(top, tonumber(string.sub(m, #prefix + 1)) or 0)
+  end
 end
-if n > 1 then
-  redis.call('ZREM', markers, member .. '#' .. (n - 1))
-  marks[member .. '#' .. (n - 1)] = nil
+local found = 0
+if top > 0 then
+  redis.call('ZREM', markers, prefix .. top)
+  marks[prefix .. top] = nil
+  marks_written = true
   found = 1
 end
 

@@ -31,14 +31,14 @@ local pending_ttl = tonumber(ARGV[3])
 local now, now_us
 
 -- The copy: markers as read (ascending deadline) and as they stand now
--- (member -> deadline), the latest deadline their TTL was set for, the
--- entries oldest push first, the hash's fields.
+-- (member -> deadline), whether this step wrote them, the entries oldest
+-- push first, the hash's fields.
 local marker_rows = {}
 local marks = {}
 local list = {}
 local seq, idx
 local hash_exists = false
-local marks_top
+local marks_written = false
 
 -- A reply of redis.pcall that is an error.
 local function failed(reply)
@@ -58,13 +58,16 @@ local function checked(reply, key, kind)
   return reply
 end
 
+-- Ids are whole numbers below 2^53 written without leading zeros, so the
+-- number read back names the same field.
 local function decode(id, raw)
+  local n = tonumber(id)
   local st, dl, dirty, old, new, args =
     string.match(raw, '^(%a)|(%d+)|(%d)|([^|]*)|([^|]*)|(.*)$')
-  if not st then
+  if not st or not n or n < 1 or n >= 9007199254740992 or string.format('%d', n) ~= id then
     error('ASCORRUPT ' .. resets .. ' field ' .. id .. ' is not an entry', 0)
   end
-  return { id = tonumber(id), st = st, dl = tonumber(dl), dirty = dirty,
+  return { id = n, st = st, dl = tonumber(dl), dirty = dirty,
            old = old, new = new, args = args }
 end
 
@@ -82,7 +85,6 @@ local function begin()
   for i = 1, #marker_rows, 2 do
     marks[marker_rows[i]] = tonumber(marker_rows[i + 1])
   end
-  marks_top = tonumber(marker_rows[#marker_rows])
   local flat = checked(redis.pcall('HGETALL', resets), resets, 'hash')
   hash_exists = #flat > 0
   for i = 1, #flat, 2 do

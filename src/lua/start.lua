@@ -13,6 +13,7 @@ if string.sub(member, -7) ~= ':create' then
 end
 redis.call('ZADD', markers, deadline, member .. '#' .. count)
 marks[member .. '#' .. count] = deadline
+marks_written = true
 
 -- A reset that is running now reads rules this sync is about to rewrite.
 if string.sub(member, 1, 11) == 'code_owner:' then

@@ -61,6 +61,7 @@ local function purge()
   end
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', markers, '-inf', now)
+    marks_written = true
   end
   for _, e in ipairs(list) do
     if e.st ~= 'w' and e.dl <= now then
@@ -87,7 +88,8 @@ local function drain(out)
 end
 
 local function add_entry(st, old, new, args)
-  local id = (tonumber(seq) or now_us) + 1
+  -- Above the last id given and every id present, whatever the hash holds.
+  local id = math.max(tonumber(seq) or now_us, list[#list] and list[#list].id or 0) + 1
   seq = field(id)
   meta_changed = true
   local e = { id = id, st = st, dl = now + marker_ttl, dirty = '0',
@@ -110,8 +112,7 @@ end
 -- set in the same step that writes them: resets outlive the markers, and
 -- markers outlive their latest deadline by one more marker TTL, so the call
 -- that finds a dead sync's marker can still name it in the log. The
--- markers' expiry depends only on their latest deadline, so it is set again
--- only when that changed.
+-- markers' TTL is set whenever this step wrote them.
 local function touch()
   if #list > 0 then
     local fields = {}
@@ -144,10 +145,10 @@ local function touch()
       top = dl
     end
   end
-  if top and top ~= marks_top then
+  if top and marks_written then
     redis.call('PEXPIRE', markers, math.max(1, top - now + marker_ttl))
   end
-  marks_top = top
+  marks_written = false
 end
 
 -- Applies an index change here when the index key was given; otherwise
