@@ -319,6 +319,16 @@ RSpec.describe "exe/approval-sync" do
       expect(redis_keys).to be_empty
       expect(state.temporarily_unapproved?).to be(false)
     end
+
+    it "clears a merge request whose kept resets hold a damaged entry (the way to repair it)" do
+      redis.hset("approval_sync:{mr_42_cannot_merge}:resets", "77", "not an entry")
+      expect(approval_sync("status", "42").code).to eq(1)
+      result = approval_sync("clear", "42", "--yes")
+      expect(result.code).to eq(0), result.err
+      expect(result.out.strip).to eq("cleared merge request 42: its markers (state was damaged) and " \
+                                     "2 kept reset(s) dropped, legacy flag left to expire")
+      expect(redis_keys).to eq([ApprovalSyncTest::LEGACY])
+    end
   end
 
   describe "configuration" do

@@ -482,3 +482,56 @@ fn clear_forgets_a_merge_request_with_a_damaged_entry() {
     assert_eq!(t.clear(&c, mr(42)).unwrap().value, 1);
     assert!(keys(&server).is_empty());
 }
+
+#[test]
+fn damaged_numbers_in_the_state_are_reported_before_anything_is_written() {
+    let server = RedisServer::start();
+    let t = tracker(&server);
+    let c = Cancel::new();
+    let resets = "approval_sync:{mr_42_cannot_merge}:resets";
+    let markers = "approval_sync:{mr_42_cannot_merge}:markers";
+    let entry = |state: &str, deadline: &str, dirty: &str| {
+        format!("{state}|{deadline}|{dirty}|{A}|{B}|{}", args(A, B))
+    };
+    let hset = |field: &str, value: String| {
+        vec![
+            "HSET".to_string(),
+            resets.to_string(),
+            field.to_string(),
+            value,
+        ]
+    };
+    let cases = [
+        (
+            "a deadline past 2^53",
+            hset("5", entry("q", "99999999999999999999", "0")),
+        ),
+        (
+            "an unknown state",
+            hset("5", entry("z", "1700000300000", "0")),
+        ),
+        (
+            "a dirty flag of 7",
+            hset("5", entry("r", "1700000300000", "7")),
+        ),
+        ("seq of 1e300", hset("seq", "1e300".into())),
+        ("seq of 2^53", hset("seq", "9007199254740992".into())),
+        (
+            "a marker scored +inf",
+            ["ZADD", markers, "+inf", "code_owner:x#1"]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ];
+    for (what, command) in cases {
+        server.cli(&["FLUSHALL"]);
+        server.cli(&command.iter().map(String::as_str).collect::<Vec<_>>());
+        let before = keys(&server);
+        match t.schedule(&c, mr(42), Some(C), D, &args(C, D)) {
+            Err(Error::Protocol(text)) => assert!(text.starts_with("ASCORRUPT"), "{what}: {text}"),
+            other => panic!("{what}: expected a protocol error, got {other:?}"),
+        }
+        assert_eq!(keys(&server), before, "{what}");
+        assert!(t.clear(&c, mr(42)).is_ok(), "{what}: clear repairs it");
+    }
+}

@@ -9,6 +9,7 @@ require_relative "cli/snapshot"
 require_relative "cli/table"
 require_relative "cli/status_view"
 require_relative "cli/secrets"
+require_relative "cli/clear_report"
 
 module ApprovalSync
   # The operator command `approval-sync`: inspect, sweep and clear the
@@ -249,34 +250,24 @@ module ApprovalSync
              "#{result[:waiting]} still waiting for a live sync"
       return text if result[:failed].empty?
 
-      "#{text}; skipped, damaged (see the log, or clear them): #{result[:failed].join(", ")}"
+      "#{text}; skipped as damaged (--verbose shows why; clear them or repair their keys): " \
+        "#{result[:failed].join(", ")}"
     end
 
     def run_clear(id)
       raise UsageError, clear_refusal(id) unless options[:yes]
 
-      before = Snapshot.read(tracker, id)
+      report = ClearReport.new(tracker, id)
       dropped = ApprovalRulesSyncCoordinator.new(id).clear!
       tracker.legacy_delete(id) if options[:legacy]
-      result = { merge_request_id: id, kept_resets_dropped: dropped, markers_dropped: before.markers.size,
-                 legacy_flag_deleted: options[:legacy] ? before.legacy? : false }
-      options[:json] ? emit_json(result) : @out.puts(clear_text(result, before))
+      result = report.result(dropped, legacy_deleted: options[:legacy] ? true : false)
+      options[:json] ? emit_json(result) : @out.puts(report.text(result))
       OK
     end
 
     def clear_refusal(id)
       "clear drops the sync markers and kept resets of merge request #{id}, and a dropped reset never runs; " \
         "repeat with --yes to do it"
-    end
-
-    def clear_text(result, before)
-      legacy = if result[:legacy_flag_deleted] then "legacy flag deleted"
-               elsif before.legacy? then "legacy flag left to expire"
-               else
-                 "no legacy flag"
-               end
-      "cleared merge request #{result[:merge_request_id]}: #{result[:markers_dropped]} marker(s) and " \
-        "#{result[:kept_resets_dropped]} kept reset(s) dropped, #{legacy}"
     end
 
     # --- output ----------------------------------------------------------

@@ -8,7 +8,7 @@ local expired = purge()
 local prefix, top = member .. '#', 0
 for m in pairs(marks) do
   if string.sub(m, 1, #prefix) == prefix then
-    top = math.max(top, tonumber(string.sub(m, #prefix + 1)) or 0)
+    top = math.max(top, tonumber(string.match(string.sub(m, #prefix + 1), '^%d+$') or '0'))
   end
 end
 local found = 0

@@ -58,16 +58,24 @@ local function checked(reply, key, kind)
   return reply
 end
 
--- Ids are whole numbers below 2^53 written without leading zeros, so the
--- number read back names the same field.
+-- A whole number below 2^53 written without leading zeros, so the number
+-- read back names the same value; nil for anything else.
+local function whole(text)
+  local n = tonumber(text)
+  if n and n >= 0 and n < 9007199254740992 and string.format('%d', n) == text then
+    return n
+  end
+end
+
+-- Ids and deadlines are whole numbers (see whole()), states w, q or r.
 local function decode(id, raw)
-  local n = tonumber(id)
   local st, dl, dirty, old, new, args =
-    string.match(raw, '^(%a)|(%d+)|(%d)|([^|]*)|([^|]*)|(.*)$')
-  if not st or not n or n < 1 or n >= 9007199254740992 or string.format('%d', n) ~= id then
+    string.match(raw, '^([wqr])|(%d+)|([01])|([^|]*)|([^|]*)|(.*)$')
+  local n, deadline = whole(id), whole(dl or '')
+  if not st or not n or n < 1 or not deadline then
     error('ASCORRUPT ' .. resets .. ' field ' .. id .. ' is not an entry', 0)
   end
-  return { id = n, st = st, dl = tonumber(dl), dirty = dirty,
+  return { id = n, st = st, dl = deadline, dirty = dirty,
            old = old, new = new, args = args }
 end
 
@@ -83,7 +91,11 @@ local function begin()
   end
   marker_rows = checked(redis.pcall('ZRANGE', markers, 0, -1, 'WITHSCORES'), markers, 'zset')
   for i = 1, #marker_rows, 2 do
-    marks[marker_rows[i]] = tonumber(marker_rows[i + 1])
+    local deadline = whole(marker_rows[i + 1])
+    if not deadline then
+      error('ASCORRUPT ' .. markers .. ' member ' .. marker_rows[i] .. ' has no whole deadline', 0)
+    end
+    marks[marker_rows[i]] = deadline
   end
   local flat = checked(redis.pcall('HGETALL', resets), resets, 'hash')
   hash_exists = #flat > 0
@@ -91,6 +103,9 @@ local function begin()
     local f = flat[i]
     if f == 'seq' then
       seq = flat[i + 1]
+      if not whole(seq) then
+        error('ASCORRUPT ' .. resets .. ' field seq is not a whole number', 0)
+      end
     elseif f == 'idx' then
       idx = flat[i + 1]
     else

@@ -1,6 +1,7 @@
 -- Tracks one sync. ARGV[4] member. A member ending in ':create' is a set
 -- member (a retried request starts it again); any other is counted, so the
--- same push tracked twice needs two finishes. value = instances now tracked.
+-- same push tracked twice needs two finishes. value = instances of the member
+-- now tracked.
 begin()
 local member = ARGV[4]
 local expired = purge()
@@ -24,4 +25,10 @@ if string.sub(member, 1, 11) == 'code_owner:' then
     end
   end
 end
-return finish_write('started', count, 0, {}, expired)
+local tracked = 0
+for m in pairs(marks) do
+  if string.sub(m, 1, #member + 1) == member .. '#' then
+    tracked = tracked + 1
+  end
+end
+return finish_write('started', tracked, 0, {}, expired)
