@@ -2,11 +2,11 @@
 -- after prelude.lua; the status script only on its rare recovery path.
 --
 -- Changes to the resets hash are made on the copy and written together by
--- finish_write(): one HSET for every changed field, one HDEL for the
--- entries that ended, or one DEL when none is left. Markers are written at
--- once (ZADD, ZREM), their TTL at the end.
+-- touch() at the end of the step: the changed fields in HSETs of up to 1,000
+-- arguments, the entries that ended in HDELs, or one DEL when none is left.
+-- Markers are written at once (ZADD, ZREM), their TTL at the end.
 
--- Entries changed in this step (written by flush()), and ids that ended.
+-- Entries changed in this step (written by touch()), and ids that ended.
 local changed = {}
 local ended = {}
 local meta_changed = false
