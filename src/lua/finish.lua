@@ -3,18 +3,12 @@
 begin()
 local member = ARGV[4]
 local expired = purge()
--- The highest instance still tracked: a lower one may be gone already (its
--- process died and purge() dropped it), so the numbers can have gaps.
-local prefix, top = member .. '#', 0
-for m in pairs(marks) do
-  if string.sub(m, 1, #prefix) == prefix then
-    top = math.max(top, tonumber(string.match(string.sub(m, #prefix + 1), '^%d+$') or '0'))
-  end
-end
+-- The highest instance still tracked (see instances()).
+local _, top = instances(member)
 local found = 0
 if top > 0 then
-  redis.call('ZREM', markers, prefix .. top)
-  marks[prefix .. top] = nil
+  redis.call('ZREM', markers, member .. '#' .. top)
+  marks[member .. '#' .. top] = nil
   marks_written = true
   found = 1
 end

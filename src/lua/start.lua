@@ -25,10 +25,5 @@ if string.sub(member, 1, 11) == 'code_owner:' then
     end
   end
 end
-local tracked = 0
-for m in pairs(marks) do
-  if string.sub(m, 1, #member + 1) == member .. '#' then
-    tracked = tracked + 1
-  end
-end
+local tracked = instances(member)
 return finish_write('started', tracked, 0, {}, expired)

@@ -33,7 +33,21 @@ local function find_entry(id)
   end
 end
 
--- Ends an entry: gone from the copy now, from Redis at the flush.
+-- The instances of a member in the copy: how many, and the highest number
+-- among them. Numbers can have gaps: a lower instance's process may have
+-- died and purge() dropped it.
+local function instances(member)
+  local prefix, count, top = member .. '#', 0, 0
+  for m in pairs(marks) do
+    if string.sub(m, 1, #prefix) == prefix then
+      count = count + 1
+      top = math.max(top, tonumber(string.match(string.sub(m, #prefix + 1), '^%d+$') or '0'))
+    end
+  end
+  return count, top
+end
+
+-- Ends an entry: gone from the copy now, from Redis in touch().
 local function end_entry(e)
   for i, x in ipairs(list) do
     if x == e then
